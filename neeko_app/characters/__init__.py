@@ -1,0 +1,1 @@
+"""Characters: cards on disk, validation, role embeddings."""

@@ -1,0 +1,97 @@
+"""A character's card (`characters/<slug>/character.json`) and its folder."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SLUG_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+REQUIRED_FIELDS = ("name", "slug", "description", "personality", "scenario", "greeting")
+
+
+class CharacterError(ValueError):
+    """A character folder or card is missing, malformed or unsafe."""
+
+
+@dataclass(frozen=True)
+class Character:
+    """What the app knows about one character."""
+
+    name: str
+    slug: str
+    description: str
+    personality: str
+    scenario: str
+    greeting: str
+    speaking_style: str = ""
+    example_lines: tuple[str, ...] = ()
+    era: str = ""
+    knowledge_limits: str = ""
+    tags: tuple[str, ...] = ()
+    source: str = ""
+    licence: str = ""
+    folder: Path | None = field(default=None, compare=False)
+
+    @property
+    def block_path(self) -> Path | None:
+        return self.folder / "block.safetensors" if self.folder else None
+
+    @property
+    def role_path(self) -> Path | None:
+        return self.folder / "role.safetensors" if self.folder else None
+
+    def profile_text(self) -> str:
+        """The text the role embedding is computed from."""
+        profile = self.folder / "profile.md" if self.folder else None
+        if profile and profile.is_file():
+            return profile.read_text(encoding="utf-8")
+        return "\n".join([self.name, self.description, self.personality, self.speaking_style,
+                          self.scenario])
+
+
+def validate_slug(slug: str) -> str:
+    """`slug` if it is a safe folder name (lowercase letters, digits, '-'), else CharacterError."""
+    if not isinstance(slug, str) or not SLUG_PATTERN.match(slug):
+        raise CharacterError(
+            f"invalid character id {slug!r}: use 1-40 lowercase letters, digits or '-', "
+            "starting with a letter"
+        )
+    return slug
+
+
+def character_from_dict(data: dict, folder: Path | None = None) -> Character:
+    """Build a Character from card fields, with a clear error for what is missing or wrong."""
+    if not isinstance(data, dict):
+        raise CharacterError("a character card must be a JSON object")
+    missing = [f for f in REQUIRED_FIELDS if not str(data.get(f) or "").strip()]
+    if missing:
+        raise CharacterError(f"character card lacks required fields: {', '.join(missing)}")
+    text_fields = {f: str(data.get(f) or "").strip() for f in (
+        "name", "slug", "description", "personality", "scenario", "greeting", "speaking_style",
+        "era", "knowledge_limits", "source", "licence")}
+    validate_slug(text_fields["slug"])
+    lists = {}
+    for name in ("example_lines", "tags"):
+        value = data.get(name) or []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise CharacterError(f"{name} must be a list of strings")
+        lists[name] = tuple(value)
+    return Character(**text_fields, **lists, folder=folder)
+
+
+def load_character(folder: str | Path) -> Character:
+    """Load `folder/character.json`; CharacterError explains what is wrong."""
+    folder = Path(folder)
+    card = folder / "character.json"
+    try:
+        data = json.loads(card.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CharacterError(f"{folder} has no character.json") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CharacterError(f"{card} is not valid UTF-8 JSON: {err}") from None
+    character = character_from_dict(data, folder)
+    if character.slug != folder.name:
+        raise CharacterError(f"{card}: slug {character.slug!r} differs from folder {folder.name!r}")
+    return character

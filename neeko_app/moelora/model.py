@@ -1,0 +1,133 @@
+"""`NeekoModel`: a causal LM whose target linears carry per-character LoRA blocks.
+
+Blocks are named (usually by character slug) and each has a key, the role embedding used
+by the fusion gate. The gate of a call is an argument of `forward`/`generate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from neeko_app.moelora.config import MoeLoraConfig
+from neeko_app.moelora.context import gate_scope
+from neeko_app.moelora.gate import Gate, GatePath, fusion_gate
+from neeko_app.moelora.layer import MoeLoraLinear
+
+
+def inject_moelora(model: nn.Module, config: MoeLoraConfig) -> list[str]:
+    """Wrap every `nn.Linear` whose name ends with a target in a `MoeLoraLinear`, in place."""
+    wrapped = []
+    for name, module in list(model.named_modules()):
+        if not isinstance(module, nn.Linear) or isinstance(module, MoeLoraLinear):
+            continue
+        if name.rsplit(".", 1)[-1] not in config.target_modules:
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, MoeLoraLinear(module, config.rank, config.alpha, config.dropout))
+        wrapped.append(name)
+    if not wrapped:
+        raise ValueError(f"no linear layer matches target_modules {list(config.target_modules)}")
+    return wrapped
+
+
+class NeekoModel(nn.Module):
+    """A frozen base causal LM plus named LoRA blocks chosen per batch row by a gate."""
+
+    def __init__(self, base_model: nn.Module, config: MoeLoraConfig, key_dim: int = 384):
+        super().__init__()
+        self.base_model = base_model
+        self.config = config
+        for param in base_model.parameters():
+            param.requires_grad_(False)
+        self.lora_names = inject_moelora(base_model, config)
+        self.block_names: list[str] = []
+        self.register_buffer("keys", torch.zeros(0, key_dim))
+
+    # ---- blocks -------------------------------------------------------------------------
+
+    def lora_layers(self) -> Iterator[tuple[str, MoeLoraLinear]]:
+        """(name in the base model, layer) for every wrapped linear."""
+        for name in self.lora_names:
+            yield name, self.base_model.get_submodule(name)
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.block_names)
+
+    def block_index(self, name: str) -> int:
+        """Index of the block named `name`; KeyError with the known names otherwise."""
+        try:
+            return self.block_names.index(name)
+        except ValueError:
+            raise KeyError(f"no block named {name!r}; known: {self.block_names}") from None
+
+    def add_blocks(self, names: Sequence[str], keys: torch.Tensor, seed: int = 0) -> list[int]:
+        """Append one fresh block per name (no-op until trained). Existing blocks are untouched."""
+        names = list(names)
+        keys = torch.as_tensor(keys, dtype=torch.float32).reshape(len(names), -1)
+        duplicates = sorted(set(names) & set(self.block_names)) or sorted(
+            {n for n in names if names.count(n) > 1}
+        )
+        if duplicates:
+            raise ValueError(f"block names already used: {duplicates}")
+        if keys.shape[1] != self.keys.shape[1]:
+            raise ValueError(f"keys have dim {keys.shape[1]}, model expects {self.keys.shape[1]}")
+        generator = torch.Generator().manual_seed(seed + self.num_blocks)
+        for _, layer in self.lora_layers():
+            layer.add_blocks(len(names), generator)
+        first = self.num_blocks
+        self.block_names += names
+        self.keys = torch.cat([self.keys, keys.to(self.keys)])
+        return list(range(first, first + len(names)))
+
+    # ---- gates --------------------------------------------------------------------------
+
+    def gate_for(self, names: Sequence[str | None], path: GatePath = "sparse") -> Gate:
+        """One-hot gate: row j plays block `names[j]` (None: the bare base model)."""
+        ids = [-1 if name is None else self.block_index(name) for name in names]
+        return Gate.one_hot(ids, path)
+
+    def fusion_gate_for(
+        self, role_embeddings: torch.Tensor, temperature: float = 0.1, top_k: int | None = None
+    ) -> Gate:
+        """Fusion gate for unseen characters: blocks mixed by role similarity."""
+        return fusion_gate(role_embeddings.reshape(-1, self.keys.shape[1]), self.keys,
+                           temperature, top_k)
+
+    # ---- calls --------------------------------------------------------------------------
+
+    def forward(self, input_ids: torch.Tensor, gate: Gate | None = None, **kwargs):
+        """The base model's forward with `gate` choosing the blocks of each row."""
+        with gate_scope(gate):
+            return self.base_model(input_ids=input_ids, **kwargs)
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, gate: Gate | None = None, **kwargs):
+        """The base model's `generate` with `gate` applied at every step."""
+        with gate_scope(gate):
+            return self.base_model.generate(input_ids=input_ids, **kwargs)
+
+    # ---- training -----------------------------------------------------------------------
+
+    @contextmanager
+    def training_blocks(self, names: Sequence[str]) -> Iterator[list[nn.Parameter]]:
+        """Make the named blocks trainable; yield their parameters (the only trainable ones).
+
+        On normal exit the trained weights are committed to the blocks; if the body raises
+        (an interrupted run), they are discarded and every block stays as it was.
+        """
+        blocks = [self.block_index(name) for name in names]
+        params = [p for _, layer in self.lora_layers() for p in layer.train_blocks(blocks)]
+        try:
+            yield params
+        except BaseException:
+            for _, layer in self.lora_layers():
+                layer.discard_training()
+            raise
+        for _, layer in self.lora_layers():
+            layer.commit_training()

@@ -1,0 +1,94 @@
+"""Everything a chat needs, loaded once: base model, blocks of trained characters, characters."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from neeko_app.characters.card import Character, CharacterError, load_character
+from neeko_app.config import Settings
+from neeko_app.embedding import role_embedding
+from neeko_app.model import BaseModel, load_base_model
+from neeko_app.moelora import Gate, MoeLoraConfig, NeekoModel
+from neeko_app.moelora.persistence import AdapterFormatError, load_block, read_block_metadata
+from neeko_app.storage import load_tensors
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """The loaded model with one block per trained character, and every valid character."""
+
+    settings: Settings
+    base: BaseModel
+    model: NeekoModel
+    characters: dict[str, Character]
+    problems: dict[str, str] = field(default_factory=dict)
+
+    def character(self, slug: str) -> Character:
+        if slug not in self.characters:
+            known = ", ".join(sorted(self.characters)) or "none"
+            raise CharacterError(f"unknown character {slug!r}; available: {known}")
+        return self.characters[slug]
+
+    def gate_for(self, character: Character, temperature: float = 0.1,
+                 top_k: int | None = 2) -> Gate | None:
+        """One-hot on the character's own block; fusion of trained blocks if it has none."""
+        if character.slug in self.model.block_names:
+            return self.model.gate_for([character.slug])
+        if self.model.num_blocks == 0:
+            return None
+        return self.model.fusion_gate_for(character_role(character), temperature, top_k)
+
+
+def character_role(character: Character) -> torch.Tensor:
+    """The stored role embedding, or one computed from the profile."""
+    if character.role_path and character.role_path.is_file():
+        return load_tensors(character.role_path)["role"]
+    return role_embedding(character.profile_text())
+
+
+def discover_characters(directory: Path) -> tuple[dict[str, Character], dict[str, str]]:
+    """Valid characters under `directory` and, per broken folder, why it was skipped."""
+    characters, problems = {}, {}
+    if not directory.is_dir():
+        return characters, problems
+    for folder in sorted(p for p in directory.iterdir() if p.is_dir()):
+        try:
+            characters[folder.name] = load_character(folder)
+        except CharacterError as err:
+            problems[folder.name] = str(err)
+    return characters, problems
+
+
+def block_config(characters: dict[str, Character]) -> MoeLoraConfig:
+    """The LoRA config the shipped blocks were trained with (default when none is trained)."""
+    for character in characters.values():
+        if character.block_path and character.block_path.is_file():
+            meta = read_block_metadata(character.block_path)
+            return MoeLoraConfig.from_dict(json.loads(meta["config"]))
+    return MoeLoraConfig()
+
+
+def load_runtime(settings: Settings, report: Callable[[str], None] = print) -> Runtime:
+    """Load the base model and attach the block of every character that has one."""
+    characters, problems = discover_characters(settings.characters_dir)
+    base = load_base_model(settings.base_model, settings.cache_dir, settings.device,
+                           settings.dtype, report)
+    model = NeekoModel(base.model, block_config(characters)).to(base.device)
+    for slug, character in characters.items():
+        if not (character.block_path and character.block_path.is_file()):
+            continue
+        try:
+            load_block(model, character.block_path, name=slug)
+        except AdapterFormatError as err:
+            problems[slug] = f"block not loaded ({err}); the character uses fusion instead"
+    for slug, problem in problems.items():
+        log.warning("character %s: %s", slug, problem)
+    return Runtime(settings, base, model.eval(), characters, problems)

@@ -1,0 +1,1 @@
+"""Training: agent pre-training of several blocks and incremental expansion of new ones."""

@@ -1,0 +1,44 @@
+"""Shared fixtures: a tiny Gemma 3 with LoRA blocks, and the real embedded model (cached)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from neeko_app.model import load_base_model
+from neeko_app.moelora import MoeLoraConfig, NeekoModel
+
+KEY_DIM = 16
+
+
+def randomize_blocks(model: NeekoModel, seed: int = 0) -> None:
+    """Give every block non-zero B so blocks differ (fresh blocks are a no-op)."""
+    generator = torch.Generator().manual_seed(seed)
+    for _, layer in model.lora_layers():
+        layer.lora_BT.normal_(0, 0.05, generator=generator)
+
+
+def make_tiny_neeko(num_blocks: int = 4, rank: int = 4, seed: int = 0) -> NeekoModel:
+    base = load_base_model("tiny", device="cpu")
+    model = NeekoModel(base.model, MoeLoraConfig(rank=rank, alpha=2.0 * rank), key_dim=KEY_DIM)
+    keys = torch.randn(num_blocks, KEY_DIM, generator=torch.Generator().manual_seed(seed))
+    model.add_blocks([f"char{i}" for i in range(num_blocks)], keys)
+    randomize_blocks(model, seed)
+    model.tokenizer = base.tokenizer
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_neeko() -> NeekoModel:
+    return make_tiny_neeko()
+
+
+@pytest.fixture
+def token_batch() -> torch.Tensor:
+    return torch.randint(10, 200, (4, 12), generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="session")
+def embedded_base():
+    """The real Gemma 3 270M (converted once into the user cache, then loaded in seconds)."""
+    return load_base_model("embedded", device="cpu")
