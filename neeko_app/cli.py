@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from neeko_app.config import Settings
+from neeko_app.training.trainer import TrainingConfig
 
 
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
@@ -15,6 +16,21 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", help="auto (default), float32, bfloat16, float16")
     parser.add_argument("--characters-dir", help="folder of characters (default: ./characters)")
     parser.add_argument("--cache-dir", help="model cache (default: ~/.cache/neeko-app)")
+
+
+def _add_training_flags(parser: argparse.ArgumentParser) -> None:
+    defaults = TrainingConfig()
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--max-tokens", type=int, default=defaults.max_tokens,
+                        help="longest training conversation, in tokens")
+
+
+def _training_config(args: argparse.Namespace) -> TrainingConfig:
+    return TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                          seed=args.seed, max_tokens=args.max_tokens)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -33,6 +49,18 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--temperature", type=float, default=0.7)
     chat.add_argument("--seed", type=int)
     _add_model_flags(chat)
+
+    train = commands.add_parser("train", help="agent pre-training: train blocks for characters")
+    train.add_argument("characters", nargs="+", help="character ids to train together")
+    _add_training_flags(train)
+    _add_model_flags(train)
+
+    add = commands.add_parser("add-character", help="add a character folder to the app")
+    add.add_argument("path", help="folder with character.json (+ dialogues.jsonl for expansion)")
+    add.add_argument("--mode", choices=["fusion", "expansion"], default="fusion",
+                     help="fusion: no training, mix existing blocks; expansion: train a new block")
+    _add_training_flags(add)
+    _add_model_flags(add)
 
     characters = commands.add_parser("characters", help="list characters and their state")
     characters.add_argument("--characters-dir")
@@ -54,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from neeko_app.chat.terminal import run_terminal_chat
 
             return run_terminal_chat(_settings(args), args)
+        if args.command in ("train", "add-character"):
+            from neeko_app.training.cli_progress import run_training_command
+
+            return run_training_command(_settings(args), args, _training_config(args))
         if args.command == "characters":
             return _list_characters(Settings.from_env(characters_dir=args.characters_dir))
         if args.command == "export":

@@ -71,8 +71,11 @@ def block_config(characters: dict[str, Character]) -> MoeLoraConfig:
     """The LoRA config the shipped blocks were trained with (default when none is trained)."""
     for character in characters.values():
         if character.block_path and character.block_path.is_file():
-            meta = read_block_metadata(character.block_path)
-            return MoeLoraConfig.from_dict(json.loads(meta["config"]))
+            try:
+                meta = read_block_metadata(character.block_path)
+                return MoeLoraConfig.from_dict(json.loads(meta["config"]))
+            except (AdapterFormatError, KeyError, ValueError):
+                continue  # reported when the block itself fails to load
     return MoeLoraConfig()
 
 

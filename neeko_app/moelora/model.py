@@ -85,6 +85,13 @@ class NeekoModel(nn.Module):
         self.keys = torch.cat([self.keys, keys.to(self.keys)])
         return list(range(first, first + len(names)))
 
+    def truncate_blocks(self, count: int) -> None:
+        """Keep only the first `count` blocks (undo an `add_blocks` whose training failed)."""
+        for _, layer in self.lora_layers():
+            layer.set_blocks(layer.lora_A[:count], layer.lora_BT[:count])
+        self.block_names = self.block_names[:count]
+        self.keys = self.keys[:count]
+
     # ---- gates --------------------------------------------------------------------------
 
     def gate_for(self, names: Sequence[str | None], path: GatePath = "sparse") -> Gate:

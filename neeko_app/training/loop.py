@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from neeko_app.moelora import NeekoModel
+from neeko_app.moelora.context import gate_scope
+
+IGNORE = -100
 
 
 @dataclass
@@ -20,10 +25,86 @@ class TrainingBatch:
     blocks: list[str]
 
 
-@dataclass
-class StepReport:
-    step: int
-    loss: float
+def reply_loss(model: NeekoModel, batch: TrainingBatch) -> torch.Tensor:
+    """Next-token loss on labelled positions only.
+
+    The output head runs on the labelled positions alone: with a 262k-token vocabulary
+    the head is most of the compute, and most positions (the user's turns) carry no loss.
+    """
+    device = model.keys.device
+    labels = batch.labels.to(device)
+    decoder = model.base_model.get_decoder()
+    with gate_scope(model.gate_for(batch.blocks)):
+        hidden = decoder(input_ids=batch.input_ids.to(device),
+                         attention_mask=batch.attention_mask.to(device)).last_hidden_state
+    targets = labels[:, 1:]
+    keep = targets != IGNORE
+    logits = model.base_model.get_output_embeddings()(hidden[:, :-1][keep])
+    cap = getattr(model.base_model.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return F.cross_entropy(logits.float(), targets[keep])
+
+
+class BlockTrainer:
+    """AdamW over the trainable copies of some blocks; `step` trains on one batch."""
+
+    def __init__(self, model: NeekoModel, trainable: Sequence[str],
+                 params: list[torch.nn.Parameter], lr: float, weight_decay: float):
+        self.model = model
+        self.allowed = set(trainable)
+        self.params = params
+        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+    def step(self, batch: TrainingBatch) -> float:
+        """One optimiser step; rows may only name trainable blocks."""
+        frozen = sorted(set(batch.blocks) - self.allowed)
+        if frozen:
+            raise ValueError(f"batch rows use blocks that are not being trained: {frozen}")
+        loss = reply_loss(self.model, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Trainable weights and optimiser moments, for a checkpoint."""
+        tensors = {}
+        for i, param in enumerate(self.params):
+            tensors[f"param.{i}"] = param.detach()
+            for key, value in self.optimizer.state.get(param, {}).items():
+                tensors[f"opt.{i}.{key}"] = torch.as_tensor(value)
+        return tensors
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what `state_tensors` saved (resuming an interrupted run)."""
+        for i, param in enumerate(self.params):
+            saved = tensors.get(f"param.{i}")
+            if saved is None or saved.shape != param.shape:
+                raise ValueError(f"checkpoint does not fit parameter {i}")
+        with torch.no_grad():
+            for i, param in enumerate(self.params):
+                param.copy_(tensors[f"param.{i}"])
+                moments = {k.split(".", 2)[2]: v for k, v in tensors.items()
+                           if k.startswith(f"opt.{i}.")}
+                if moments:
+                    self.optimizer.state[param] = moments
+
+
+@contextmanager
+def block_training(model: NeekoModel, trainable: Sequence[str], lr: float = 2e-4,
+                   weight_decay: float = 0.0) -> Iterator[BlockTrainer]:
+    """Train the named blocks inside this block; every other weight stays bit-identical.
+
+    Weights are committed on normal exit and discarded if the body raises (interrupted).
+    """
+    was_training = model.training
+    model.train()
+    try:
+        with model.training_blocks(list(trainable)) as params:
+            yield BlockTrainer(model, trainable, params, lr, weight_decay)
+    finally:
+        model.train(was_training)
 
 
 def train_blocks(
@@ -32,38 +113,13 @@ def train_blocks(
     trainable: Sequence[str],
     lr: float = 2e-4,
     weight_decay: float = 0.0,
-    on_step: Callable[[StepReport], None] | None = None,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> list[float]:
-    """Train the blocks named in `trainable` on `batches`; every other weight stays bit-identical.
-
-    Each row's gate is one-hot on its own block. Rows may only name trainable blocks (a
-    frozen block in a batch would be a silent no-op, so it is refused). Weights are
-    committed when the loop ends normally and discarded if it is interrupted.
-    """
-    allowed = set(trainable)
+    """Train `trainable` blocks on `batches` (each row one-hot on its own block); the losses."""
     losses: list[float] = []
-    was_training = model.training
-    model.train()
-    try:
-        with model.training_blocks(list(trainable)) as params:
-            optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-            for step, batch in enumerate(batches, start=1):
-                frozen = sorted(set(batch.blocks) - allowed)
-                if frozen:
-                    raise ValueError(f"batch rows use blocks that are not being trained: {frozen}")
-                device = model.keys.device
-                output = model(
-                    batch.input_ids.to(device),
-                    gate=model.gate_for(batch.blocks),
-                    attention_mask=batch.attention_mask.to(device),
-                    labels=batch.labels.to(device),
-                )
-                optimizer.zero_grad(set_to_none=True)
-                output.loss.backward()
-                optimizer.step()
-                losses.append(output.loss.item())
-                if on_step:
-                    on_step(StepReport(step, losses[-1]))
-    finally:
-        model.train(was_training)
+    with block_training(model, trainable, lr, weight_decay) as trainer:
+        for batch in batches:
+            losses.append(trainer.step(batch))
+            if on_step:
+                on_step(len(losses), losses[-1])
     return losses

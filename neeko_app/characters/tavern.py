@@ -1,0 +1,492 @@
+"""Tavern character cards (V1, chara_card_v2, chara_card_v3; JSON or PNG) to and from Character.
+
+SillyTavern, RisuAI and the character hubs exchange cards as JSON files or as PNG images whose
+`tEXt` chunk `chara` (V2) or `ccv3` (V3) holds the card JSON, UTF-8 then base64. Everything read
+here is untrusted: sizes, nesting and field lengths are bounded, and every problem is reported as
+a CharacterError naming the file.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import json
+import re
+import struct
+import unicodedata
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from neeko_app.characters.card import Character, CharacterError, character_from_dict, validate_slug
+
+MAX_CARD_BYTES = 8 * 1024 * 1024
+MAX_JSON_DEPTH = 64
+MAX_FIELD_CHARS = 20_000
+MAX_NAME_CHARS = 100
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+CARD_KEYWORDS = ("ccv3", "chara")  # in order of preference
+SPECS = ("chara_card_v2", "chara_card_v3")
+V1_SPEC = "chara_card_v1"  # what we call a card without `spec`
+NEEKO_EXTENSION = "neeko"
+NEEKO_FIELDS = ("slug", "speaking_style", "era", "knowledge_limits", "licence")
+IGNORED_FIELDS = ("system_prompt", "post_history_instructions")
+
+_TRANSLIT = str.maketrans({"ß": "ss", "æ": "ae", "Æ": "AE", "ø": "o", "Ø": "O", "œ": "oe",
+                           "Œ": "OE", "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "þ": "th",
+                           "Þ": "TH", "ı": "i"})
+_MACRO = re.compile(r"\{\{\s*(char|user)\s*\}\}(['’]s)?|<(bot|user)>(['’]s)?", re.IGNORECASE)
+_SPEAKER = re.compile(r"^(\{\{\s*(?:char|user)\s*\}\}|<(?:bot|user)>)\s*:\s*", re.IGNORECASE)
+_START = re.compile(r"^\s*<start>\s*$", re.IGNORECASE | re.MULTILINE)
+_SENTENCE = re.compile(r"(.+?[.!?])(?:\s|$)")
+
+
+@dataclass(frozen=True)
+class LoreEntry:
+    """One lorebook entry: text to bring in when one of `keys` comes up in the chat."""
+
+    keys: tuple[str, ...]
+    content: str
+    name: str = ""
+
+
+@dataclass
+class ParsedCard:
+    """An imported card: the Character plus what our card format has no field for."""
+
+    character: Character
+    spec: str
+    lorebook: list[LoreEntry] = field(default_factory=list)
+    alternate_greetings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+# --- import ---------------------------------------------------------------------------------
+
+
+def parse_card_bytes(data: bytes, filename: str) -> ParsedCard:
+    """Parse a Tavern card file (JSON or PNG, told apart by magic bytes); CharacterError if bad."""
+    try:
+        if len(data) > MAX_CARD_BYTES:
+            raise CharacterError(
+                f"file is too large ({len(data)} bytes; a card may have at most {MAX_CARD_BYTES})")
+        card = _load_json(_card_payload(bytes(data)))
+        spec, fields = _card_fields(card)
+        return _build(spec, fields)
+    except CharacterError as err:
+        raise CharacterError(f"{filename}: {err}") from None
+
+
+def slugify(name: str) -> str:
+    """A valid character id from `name`: transliterated to ASCII, never a path.
+
+    Names with no Latin letters (emoji, Arabic, Japanese...) get `char-` and a short hash.
+    """
+    ascii_name = unicodedata.normalize("NFKD", name.translate(_TRANSLIT))
+    ascii_name = ascii_name.encode("ascii", "ignore").decode("ascii").lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name).strip("-")
+    if not slug:
+        slug = "char-" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
+    elif not slug[0].isalpha():
+        slug = "char-" + slug
+    return validate_slug(slug[:40].rstrip("-"))
+
+
+def _card_payload(data: bytes) -> bytes:
+    """The card JSON bytes: the file itself, or the card chunk of a PNG."""
+    if data.startswith(PNG_MAGIC):
+        return _png_card_json(data)
+    if data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"["):
+        return data
+    raise CharacterError("not a character card: expected a PNG image or a JSON file")
+
+
+def _load_json(raw: bytes) -> dict:
+    """Decode UTF-8 JSON, refusing nesting bombs and anything but an object."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise CharacterError(f"card is not valid UTF-8 (bad byte at offset {err.start})") from None
+    try:
+        card = json.loads(text)
+    except RecursionError:
+        raise CharacterError(f"card JSON is nested too deeply (limit {MAX_JSON_DEPTH})") from None
+    except ValueError as err:
+        raise CharacterError(f"card is not valid JSON: {err}") from None
+    _check_depth(card)
+    if not isinstance(card, dict):
+        raise CharacterError("card JSON must be an object")
+    return card
+
+
+def _check_depth(value: object) -> None:
+    """CharacterError if lists/objects nest deeper than MAX_JSON_DEPTH (iterative walk)."""
+    stack = [(value, 1)] if isinstance(value, (dict, list)) else []
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise CharacterError(f"card JSON is nested too deeply (limit {MAX_JSON_DEPTH})")
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+
+
+def _card_fields(card: dict) -> tuple[str, dict]:
+    """The spec name and the object holding the card fields (`data` for V2/V3, root for V1)."""
+    spec = card.get("spec")
+    if spec is None:
+        return V1_SPEC, card
+    if spec not in SPECS:
+        raise CharacterError(f"unknown card spec {spec!r}: expected one of {', '.join(SPECS)}")
+    data = card.get("data")
+    if not isinstance(data, dict):
+        raise CharacterError(f"{spec} card has no 'data' object")
+    return spec, data
+
+
+def _build(spec: str, fields: dict) -> ParsedCard:
+    """Map card fields onto a Character, filling what the card lacks (noted in warnings)."""
+    name = " ".join(_text(fields, "name").split())
+    if not name:
+        raise CharacterError("card has no name")
+    if len(name) > MAX_NAME_CHARS:
+        raise CharacterError(f"name is too long ({len(name)} characters; at most {MAX_NAME_CHARS})")
+    shown = _text(fields, "nickname") or name  # V3: {{char}} stands for the nickname if given
+    warnings: list[str] = []
+    alternates = [_macros(g, shown) for g in _strings(fields, "alternate_greetings")]
+    record = {
+        "name": name,
+        "description": _macros(_text(fields, "description"), shown),
+        "personality": _macros(_text(fields, "personality"), shown),
+        "scenario": _macros(_text(fields, "scenario"), shown),
+        "greeting": _macros(_text(fields, "first_mes"), shown),
+        "example_lines": [_macros(line, shown)
+                          for line in _example_lines(_text(fields, "mes_example"), name)],
+        "tags": _strings(fields, "tags"),
+        "source": _source(spec, _text(fields, "creator")),
+        **_neeko_extras(fields),
+    }
+    record["slug"] = _slug(record.pop("slug", ""), name, warnings)
+    _fill_defaults(record, alternates, warnings)
+    warnings += [f"{key} is not imported" for key in IGNORED_FIELDS if _text(fields, key)]
+    return ParsedCard(character=character_from_dict(record), spec=spec,
+                      lorebook=_lorebook(fields, shown), alternate_greetings=alternates,
+                      warnings=warnings)
+
+
+def _text(obj: dict, key: str, where: str = "") -> str:
+    """A text field ('' if absent or null), with line ends normalised and length bounded."""
+    label = f"{where}.{key}" if where else key
+    value = obj.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise CharacterError(f"field {label!r} must be text, not {type(value).__name__}")
+    return _bounded(value, label)
+
+
+def _strings(obj: dict, key: str, where: str = "") -> list[str]:
+    """A list-of-text field, stripped, without empties or duplicates."""
+    label = f"{where}.{key}" if where else key
+    value = obj.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise CharacterError(f"field {label!r} must be a list of strings")
+    cleaned = (_bounded(v, f"{label}[{i}]") for i, v in enumerate(value))
+    return list(dict.fromkeys(v for v in cleaned if v))
+
+
+def _bounded(value: str, label: str) -> str:
+    """`value` stripped with line ends normalised; CharacterError if over MAX_FIELD_CHARS."""
+    if len(value) > MAX_FIELD_CHARS:
+        raise CharacterError(
+            f"field {label!r} is too long ({len(value)} characters; at most {MAX_FIELD_CHARS})")
+    return value.replace("\r\n", "\n").strip()
+
+
+def _macros(text: str, name: str) -> str:
+    """Replace {{char}}/<BOT> with the name and {{user}}/<USER> with "you" ("your" for 's)."""
+    def swap(match: re.Match) -> str:
+        who = (match.group(1) or match.group(3)).lower()
+        possessive = match.group(2) or match.group(4)
+        if who in ("char", "bot"):
+            return name + (possessive or "")
+        word = "your" if possessive else "you"
+        before = match.string[:match.start()].rstrip()
+        return word.capitalize() if not before or before[-1] in ".!?\"*" else word
+    return _MACRO.sub(swap, text)
+
+
+def _example_lines(mes_example: str, name: str) -> list[str]:
+    """The character's lines from `mes_example`: `{{char}}:` turns of each `<START>` block.
+
+    A block without any speaker tags counts as one line.
+    """
+    lines: list[str] = []
+    for block in _START.split(mes_example):
+        turns = _turns(block, name)
+        lines += [text for who, text in turns if who == "char" or (who is None and len(turns) == 1)]
+    return [line for line in lines if line]
+
+
+def _turns(block: str, name: str) -> list[tuple[str | None, str]]:
+    """(speaker, text) turns of one example block; untagged lines continue the previous turn."""
+    turns: list[tuple[str | None, str]] = []
+    for raw in block.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        who, text = _speaker(line, name)
+        if who or not turns:
+            turns.append((who, text))
+        else:
+            turns[-1] = (turns[-1][0], f"{turns[-1][1]} {line}")
+    return turns
+
+
+def _speaker(line: str, name: str) -> tuple[str | None, str]:
+    """("char" / "user" / None, rest of the line) for an example line."""
+    match = _SPEAKER.match(line)
+    if match:
+        tag = match.group(1).lower()
+        return ("char" if "char" in tag or "bot" in tag else "user"), line[match.end():].strip()
+    if line.startswith(f"{name}:"):
+        return "char", line[len(name) + 1:].strip()
+    return None, line
+
+
+def _source(spec: str, creator: str) -> str:
+    """Where an imported character comes from."""
+    source = f"Imported from a Tavern card (spec {spec})"
+    return f"{source}, by {creator}" if creator else source
+
+
+def _neeko_extras(fields: dict) -> dict[str, str]:
+    """Our own fields, kept in `extensions.neeko` by card_to_json (absent in foreign cards)."""
+    extensions = fields.get("extensions")
+    extras = extensions.get(NEEKO_EXTENSION) if isinstance(extensions, dict) else None
+    if not isinstance(extras, dict):
+        return {}
+    where = f"extensions.{NEEKO_EXTENSION}"
+    return {key: _text(extras, key, where) for key in NEEKO_FIELDS if extras.get(key)}
+
+
+def _slug(stored: str, name: str, warnings: list[str]) -> str:
+    """The slug stored in the card if it is valid, else one made from the name."""
+    if stored:
+        try:
+            return validate_slug(stored)
+        except CharacterError:
+            warnings.append(f"stored id {stored!r} is invalid; made one from the name")
+    return slugify(name)
+
+
+def _fill_defaults(record: dict, alternates: list[str], warnings: list[str]) -> None:
+    """Fill description/personality/scenario/greeting the card left empty; warn for each."""
+    name = record["name"]
+    if not record["description"]:
+        record["description"] = f"{name}, imported from a Tavern card without a description."
+        warnings.append("description was missing; filled with a default")
+    summary = _first_sentence(record["description"])
+    defaults = {
+        "personality": f"{name} acts as described: {summary}",
+        "scenario": f"You are talking with {name}. {summary}",
+        "greeting": alternates[0] if alternates else f"Hello, I am {name}.",
+    }
+    for key, default in defaults.items():
+        if not record[key]:
+            record[key] = default
+            warnings.append(f"{key} was missing; filled with a default")
+
+
+def _first_sentence(text: str, limit: int = 200) -> str:
+    """The first sentence of `text` on one line, at most `limit` characters."""
+    flat = " ".join(text.split())
+    match = _SENTENCE.match(flat)
+    sentence = match.group(1) if match else flat
+    return sentence if len(sentence) <= limit else sentence[:limit - 1].rstrip() + "…"
+
+
+def _lorebook(fields: dict, name: str) -> list[LoreEntry]:
+    """The enabled, non-empty entries of `character_book`."""
+    book = fields.get("character_book")
+    if book is None:
+        return []
+    if not isinstance(book, dict) or not isinstance(book.get("entries"), list):
+        raise CharacterError("character_book must be an object with a list of entries")
+    entries = []
+    for i, entry in enumerate(book["entries"]):
+        where = f"character_book.entries[{i}]"
+        if not isinstance(entry, dict):
+            raise CharacterError(f"{where} must be an object")
+        content = _macros(_text(entry, "content", where), name)
+        if entry.get("enabled") is False or not content:
+            continue
+        title = _text(entry, "name", where) or _text(entry, "comment", where)
+        entries.append(LoreEntry(tuple(_strings(entry, "keys", where)), content, title))
+    return entries
+
+
+# --- PNG ------------------------------------------------------------------------------------
+
+
+def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(type, body) of each chunk up to IEND, checking lengths and CRCs."""
+    if not data.startswith(PNG_MAGIC):
+        raise CharacterError("image is not a PNG")
+    chunks, pos = [], len(PNG_MAGIC)
+    while True:
+        if pos + 12 > len(data):
+            raise CharacterError("PNG is truncated (no IEND chunk)")
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        label = kind.decode("ascii", "replace")
+        end = pos + 12 + length
+        if end > len(data):
+            raise CharacterError(f"PNG is truncated: chunk {label!r} runs past the end of the file")
+        body = data[pos + 8:end - 4]
+        if zlib.crc32(kind + body) != struct.unpack_from(">I", data, end - 4)[0]:
+            raise CharacterError(f"PNG is corrupt: bad CRC in chunk {label!r}")
+        chunks.append((kind, body))
+        if kind == b"IEND":
+            return chunks
+        pos = end
+
+
+def _png_card_json(data: bytes) -> bytes:
+    """The card JSON from a PNG's `ccv3` text chunk, else its `chara` chunk."""
+    texts = {}
+    for kind, body in _png_chunks(data):
+        keyword = _text_keyword(kind, body)
+        if keyword in CARD_KEYWORDS:
+            texts.setdefault(keyword, _text_value(kind, body))
+    keyword = next((k for k in CARD_KEYWORDS if k in texts), None)
+    if keyword is None:
+        raise CharacterError("PNG holds no character card (no 'ccv3' or 'chara' text chunk)")
+    try:
+        return base64.b64decode(b"".join(texts[keyword].split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise CharacterError(f"PNG chunk {keyword!r} is not valid base64") from None
+
+
+def _text_keyword(kind: bytes, body: bytes) -> str | None:
+    """The lowercased keyword of a tEXt/zTXt/iTXt chunk, None for other chunks."""
+    if kind not in (b"tEXt", b"zTXt", b"iTXt"):
+        return None
+    return body.partition(b"\0")[0].decode("latin-1").lower()
+
+
+def _text_value(kind: bytes, body: bytes) -> bytes:
+    """The text of a tEXt, zTXt or iTXt chunk, inflated if compressed."""
+    rest = body.partition(b"\0")[2]
+    if kind == b"tEXt":
+        return rest
+    if kind == b"zTXt":
+        return _inflate(rest[1:])
+    compressed, rest = rest[:1] == b"\1", rest[2:]  # iTXt: flag, method, language, keyword
+    text = rest.split(b"\0", 2)[-1]
+    return _inflate(text) if compressed else text
+
+
+def _inflate(data: bytes) -> bytes:
+    """zlib-decompress a text chunk, refusing output over MAX_CARD_BYTES."""
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(data, MAX_CARD_BYTES)
+    except zlib.error:
+        raise CharacterError("PNG text chunk is not valid compressed data") from None
+    if inflater.unconsumed_tail:
+        raise CharacterError(f"compressed card is larger than {MAX_CARD_BYTES} bytes")
+    return out
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    """One encoded PNG chunk."""
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+# --- export ---------------------------------------------------------------------------------
+
+
+def card_to_json(character: Character, lorebook: Iterable[LoreEntry] = ()) -> dict:
+    """`character` as a chara_card_v2 card; our extra fields go to `extensions.neeko`."""
+    return {"spec": "chara_card_v2", "spec_version": "2.0",
+            "data": _card_data(character, list(lorebook))}
+
+
+def card_to_v3_json(character: Character, lorebook: Iterable[LoreEntry] = ()) -> dict:
+    """`character` as a chara_card_v3 card (the V2 fields plus the V3 additions)."""
+    data = _card_data(character, list(lorebook))
+    data.update(nickname="", group_only_greetings=[],
+                assets=[{"type": "icon", "uri": "ccdefault:", "name": "main", "ext": "png"}])
+    return {"spec": "chara_card_v3", "spec_version": "3.0", "data": data}
+
+
+def card_to_png(character: Character, image_png: bytes | None = None,
+                lorebook: Iterable[LoreEntry] = ()) -> bytes:
+    """A PNG card: `image_png` (or a generated monogram) with `chara` (V2) and `ccv3` chunks.
+
+    Card chunks already in `image_png` are replaced.
+    """
+    lorebook = list(lorebook)
+    chunks = [(kind, body) for kind, body in _png_chunks(image_png or _monogram(character))
+              if _text_keyword(kind, body) not in CARD_KEYWORDS]
+    cards = {"chara": card_to_json(character, lorebook),
+             "ccv3": card_to_v3_json(character, lorebook)}
+    texts = [(b"tEXt", keyword.encode("ascii") + b"\0" + _encode_card(card))
+             for keyword, card in cards.items()]
+    chunks[-1:-1] = texts  # before IEND
+    return PNG_MAGIC + b"".join(_png_chunk(kind, body) for kind, body in chunks)
+
+
+def _encode_card(card: dict) -> bytes:
+    """Card JSON as UTF-8, base64-encoded (the payload of a card text chunk)."""
+    return base64.b64encode(json.dumps(card, ensure_ascii=False).encode("utf-8"))
+
+
+def _card_data(character: Character, lorebook: list[LoreEntry]) -> dict:
+    """The `data` object shared by V2 and V3 cards."""
+    data = {
+        "name": character.name,
+        "description": character.description,
+        "personality": character.personality,
+        "scenario": character.scenario,
+        "first_mes": character.greeting,
+        "mes_example": "\n".join(f"<START>\n{{{{char}}}}: {line}"
+                                 for line in character.example_lines),
+        "creator_notes": character.source,
+        "system_prompt": "",
+        "post_history_instructions": "",
+        "alternate_greetings": [],
+        "tags": list(character.tags),
+        "creator": "",
+        "character_version": "",
+        "extensions": {NEEKO_EXTENSION: {key: getattr(character, key) for key in NEEKO_FIELDS}},
+    }
+    if lorebook:
+        data["character_book"] = _character_book(character.name, lorebook)
+    return data
+
+
+def _character_book(name: str, lorebook: list[LoreEntry]) -> dict:
+    """A `character_book` object (valid for V2 and V3) from our entries."""
+    entries = [{"keys": list(entry.keys), "content": entry.content, "extensions": {},
+                "enabled": True, "insertion_order": i, "use_regex": False, "id": i,
+                "name": entry.name, "comment": entry.name}
+               for i, entry in enumerate(lorebook)]
+    return {"name": f"{name} lorebook", "entries": entries, "extensions": {}}
+
+
+def _monogram(character: Character) -> bytes:
+    """A 256x256 PNG with the character's initial on a colour derived from its id."""
+    from PIL import Image, ImageColor, ImageDraw, ImageFont  # only needed for exports
+
+    hue = zlib.crc32(character.slug.encode("ascii")) % 360
+    image = Image.new("RGB", (256, 256), ImageColor.getrgb(f"hsl({hue}, 45%, 35%)"))
+    font = ImageFont.load_default(size=160)
+    ImageDraw.Draw(image).text((128, 128), character.slug[0].upper(), fill="white", font=font,
+                               anchor="mm")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,199 @@
+"""`MemoryStore`: character knowledge and conversation memory in two Chroma collections."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chromadb.api import ClientAPI
+from langchain_chroma import Chroma
+from langchain_core.embeddings import Embeddings
+
+from neeko_app.characters.card import validate_slug
+from neeko_app.memory.chunks import KnowledgeChunk
+from neeko_app.memory.client import open_client
+from neeko_app.memory.embeddings import MiniLMEmbeddings
+from neeko_app.memory.validation import (
+    validate_collection_name,
+    validate_count,
+    validate_session_id,
+    validate_text,
+)
+
+KNOWLEDGE_COLLECTION = "neeko-knowledge"
+CONVERSATION_COLLECTION = "neeko-conversations"
+# MiniLM vectors are unit length: cosine distance ranks like similarity.
+_COLLECTION_CONFIGURATION: Any = {"hnsw": {"space": "cosine"}}
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One remembered exchange: what the user said and what the character replied."""
+
+    session_id: str
+    character: str
+    turn: int
+    user_text: str
+    reply_text: str
+    time: float
+    user_id: str | None = None
+
+
+class MemoryStore:
+    """Retrieval memory: per-character knowledge chunks and per-session conversation memory."""
+
+    def __init__(
+        self,
+        client: ClientAPI,
+        embeddings: Embeddings | None = None,
+        knowledge_collection: str = KNOWLEDGE_COLLECTION,
+        conversation_collection: str = CONVERSATION_COLLECTION,
+    ) -> None:
+        embeddings = embeddings or MiniLMEmbeddings()
+        self._knowledge, self._conversations = (
+            Chroma(
+                client=client,
+                collection_name=validate_collection_name(name),
+                embedding_function=embeddings,
+                collection_configuration=_COLLECTION_CONFIGURATION,
+            )
+            for name in (knowledge_collection, conversation_collection)
+        )
+
+    @classmethod
+    def open(cls, memory_dir: Path, server_url: str | None = None) -> MemoryStore:
+        """A store on `open_client(memory_dir, server_url)` with the MiniLM embeddings."""
+        return cls(open_client(memory_dir, server_url))
+
+    # Character knowledge
+
+    def index_character(self, slug: str, chunks: list[KnowledgeChunk]) -> int:
+        """Replace the knowledge of character `slug` by `chunks`; returns how many are stored.
+
+        New chunks are written first (ids `slug:position`), then any older chunk beyond them is
+        deleted, so re-indexing is idempotent and a failed embedding leaves the old knowledge."""
+        validate_slug(slug)
+        if not all(isinstance(chunk, KnowledgeChunk) for chunk in chunks):
+            raise ValueError("chunks must be KnowledgeChunk objects")
+        if chunks:
+            self._knowledge.add_texts(
+                [chunk.text for chunk in chunks],
+                metadatas=[
+                    {"character": slug, "kind": chunk.kind, "position": position}
+                    for position, chunk in enumerate(chunks)
+                ],
+                ids=[f"{slug}:{position}" for position in range(len(chunks))],
+            )
+        self._knowledge.delete(
+            where={"$and": [{"character": slug}, {"position": {"$gte": len(chunks)}}]}
+        )
+        return len(chunks)
+
+    def search_knowledge(self, slug: str, query: str, k: int = 4) -> list[KnowledgeChunk]:
+        """The `k` chunks of character `slug` most similar to `query`, best first."""
+        validate_slug(slug)
+        documents = self._knowledge.similarity_search(
+            validate_text(query, "query"), k=validate_count(k, "k", 1), filter={"character": slug}
+        )
+        return [KnowledgeChunk(doc.page_content, doc.metadata["kind"]) for doc in documents]
+
+    # Conversation memory
+
+    def remember_exchange(
+        self,
+        session_id: str,
+        character: str,
+        user_text: str,
+        reply_text: str,
+        turn: int,
+        user_id: str | None = None,
+    ) -> Exchange:
+        """Store one exchange under id `session_id:turn` (writing a turn again replaces it)."""
+        exchange = Exchange(
+            session_id=validate_session_id(session_id),
+            character=validate_slug(character),
+            turn=validate_count(turn, "turn", 0),
+            user_text=validate_text(user_text, "user text"),
+            reply_text=validate_text(reply_text, "reply text"),
+            time=time.time(),
+            user_id=None if user_id is None else validate_session_id(user_id, "user id"),
+        )
+        metadata: dict[str, Any] = {
+            "session_id": exchange.session_id,
+            "character": exchange.character,
+            "turn": exchange.turn,
+            "time": exchange.time,
+            "user_chars": len(exchange.user_text),
+        }
+        if exchange.user_id is not None:  # Chroma drops None-valued metadata anyway
+            metadata["user_id"] = exchange.user_id
+        self._conversations.add_texts(
+            [f"{exchange.user_text}\n{exchange.reply_text}"],
+            metadatas=[metadata],
+            ids=[f"{exchange.session_id}:{exchange.turn}"],
+        )
+        return exchange
+
+    def recall(
+        self,
+        session_id: str,
+        character: str,
+        query: str,
+        k: int = 4,
+        exclude_recent_turns: int = 0,
+    ) -> list[Exchange]:
+        """The `k` exchanges of this session with this character most similar to `query`,
+        best first, skipping the `exclude_recent_turns` latest turns (already in the prompt)."""
+        scope = self._scope(session_id, character)
+        query = validate_text(query, "query")
+        k = validate_count(k, "k", 1)
+        if validate_count(exclude_recent_turns, "exclude_recent_turns", 0):
+            found = self._conversations.get(where=scope, include=["metadatas"])
+            if not found["metadatas"]:
+                return []
+            latest = max(meta["turn"] for meta in found["metadatas"])
+            scope["$and"].append({"turn": {"$lte": latest - exclude_recent_turns}})
+        documents = self._conversations.similarity_search(query, k=k, filter=scope)
+        return [_exchange(doc.page_content, doc.metadata) for doc in documents]
+
+    def list_session(self, session_id: str) -> list[Exchange]:
+        """Every exchange of the session, in turn order."""
+        found = self._conversations.get(
+            where={"session_id": validate_session_id(session_id)},
+            include=["documents", "metadatas"],
+        )
+        exchanges = map(_exchange, found["documents"], found["metadatas"])
+        return sorted(exchanges, key=lambda exchange: exchange.turn)
+
+    def forget_session(self, session_id: str) -> None:
+        """Delete every exchange of the session."""
+        self._conversations.delete(where={"session_id": validate_session_id(session_id)})
+
+    def forget_character(self, slug: str) -> None:
+        """Delete the character's knowledge and every exchange with it, in all sessions."""
+        where = {"character": validate_slug(slug)}
+        self._knowledge.delete(where=where)
+        self._conversations.delete(where=where)
+
+    def _scope(self, session_id: str, character: str) -> dict[str, Any]:
+        """The metadata filter for one session with one character."""
+        return {"$and": [
+            {"session_id": validate_session_id(session_id)},
+            {"character": validate_slug(character)},
+        ]}
+
+
+def _exchange(document: str, metadata: dict[str, Any]) -> Exchange:
+    """Rebuild an Exchange from its stored document (`user text\\nreply`) and metadata."""
+    split = metadata["user_chars"]
+    return Exchange(
+        session_id=metadata["session_id"],
+        character=metadata["character"],
+        turn=metadata["turn"],
+        user_text=document[:split],
+        reply_text=document[split + 1:],
+        time=metadata["time"],
+        user_id=metadata.get("user_id"),
+    )

@@ -1,0 +1,49 @@
+"""`neeko train` / `neeko add-character` in a terminal: a tqdm bar with loss and ETA."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tqdm import tqdm
+
+from neeko_app.config import Settings
+from neeko_app.training.trainer import Progress, TrainingConfig
+from neeko_app.training.workflows import TrainingJob, add_character, pretrain
+
+
+class ProgressBar:
+    """Feeds `Progress` reports into one tqdm bar (created at the first report)."""
+
+    def __init__(self, description: str):
+        self.description = description
+        self.bar: tqdm | None = None
+
+    def __call__(self, progress: Progress) -> None:
+        if self.bar is None:
+            self.bar = tqdm(total=progress.total, initial=progress.step - 1,
+                            desc=self.description, unit="step")
+        self.bar.update(progress.step - self.bar.n)
+        self.bar.set_postfix(epoch=progress.epoch, loss=f"{progress.loss:.3f}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_training_command(settings: Settings, args: argparse.Namespace,
+                         config: TrainingConfig) -> int:
+    """Run `train` or `add-character` with a progress bar; interrupted runs resume next time."""
+    bar = ProgressBar("training" if args.command == "train" else f"adding ({args.mode})")
+    job = TrainingJob(config, on_progress=bar)
+    try:
+        if args.command == "train":
+            losses = pretrain(settings, args.characters, job)
+            print(f"trained {', '.join(args.characters)}: loss {losses[0]:.3f} -> "
+                  f"{losses[-1]:.3f}" if losses else "nothing left to train")
+        else:
+            character = add_character(settings, Path(args.path), args.mode, job)
+            print(f"added {character.slug} ({args.mode})")
+    finally:
+        bar.close()
+    return 0

@@ -1,0 +1,165 @@
+"""Training data, checkpoints and resume, pre-training and adding characters (tiny model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from neeko_app.characters.card import CharacterError
+from neeko_app.chat.prompt import Turn, render_prompt
+from neeko_app.config import Settings
+from neeko_app.model.tiny import tiny_tokenizer
+from neeko_app.runtime import load_runtime
+from neeko_app.training.data import (
+    IGNORE,
+    Conversation,
+    DialogueError,
+    load_dialogues,
+    tokenize_conversation,
+)
+from neeko_app.training.trainer import TrainingCancelled, TrainingConfig, run_training
+from neeko_app.training.workflows import TrainingJob, add_character, pretrain
+from tests.conftest import make_tiny_neeko
+
+FAST = TrainingConfig(epochs=2, batch_size=2, lr=5e-3, max_tokens=160, checkpoint_every=2)
+
+
+def write_character(root: Path, slug: str, topic: str, n: int = 4) -> Path:
+    folder = root / slug
+    folder.mkdir(parents=True)
+    card = {"name": slug.title(), "slug": slug, "description": f"talks about {topic}.",
+            "personality": "keen", "scenario": "A market.", "greeting": f"Ask me of {topic}."}
+    (folder / "character.json").write_text(json.dumps(card))
+    lines = [{"id": f"{slug}-{i}", "turns": [
+        {"role": "user", "text": f"q{i}?"},
+        {"role": "character", "text": f"{topic} {topic} {i}."}]} for i in range(n)]
+    (folder / "dialogues.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    return folder
+
+
+def test_dialogue_errors_name_the_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"turns": [{"role": "user", "text": "hi"}, '
+                    '{"role": "character", "text": "yo"}]}\n{broken\n')
+    with pytest.raises(DialogueError, match="line 2: not JSON"):
+        load_dialogues(path)
+    path.write_text('{"turns": [{"role": "character", "text": "hi"}]}\n')
+    with pytest.raises(DialogueError, match="line 1: turn 1 must have role 'user'"):
+        load_dialogues(path)
+    path.write_text("\n\n")
+    with pytest.raises(DialogueError, match="no conversations"):
+        load_dialogues(path)
+    path.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(DialogueError, match="not UTF-8"):
+        load_dialogues(path)
+
+
+def test_labels_cover_only_the_characters_words_and_match_the_chat_prompt():
+    tokenizer = tiny_tokenizer()
+    conv = Conversation("c", (Turn("user", "Who?"), Turn("character", "Me."),
+                              Turn("user", "Why?"), Turn("character", "Because.")))
+    example = tokenize_conversation(conv, "HEADER", tokenizer, "x", max_tokens=500)
+    learned = [t for t, label in zip(example.input_ids, example.labels, strict=True)
+               if label != IGNORE]
+    assert tokenizer.decode(learned) == "Me.<end_of_turn>Because.<end_of_turn>"
+    first_label = next(i for i, label in enumerate(example.labels) if label != IGNORE)
+    prompt = render_prompt("HEADER", [Turn("user", "Who?")])
+    assert tokenizer.decode(example.input_ids[:first_label]) == prompt
+
+
+def block_weights(model, name):
+    i = model.block_index(name)
+    return [t[i].clone() for _, layer in model.lora_layers() for t in (layer.lora_A, layer.lora_BT)]
+
+
+def tiny_examples(model, n=6):
+    tokenizer = tiny_tokenizer()
+    convs = [Conversation(str(i), (Turn("user", f"q{i}"), Turn("character", f"answer {i}!")))
+             for i in range(n)]
+    return [tokenize_conversation(c, "H", tokenizer, name, 100)
+            for c in convs for name in ("char0", "char1")]
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
+    straight = make_tiny_neeko()
+    examples = tiny_examples(straight)
+    run_training(straight, examples, ["char0", "char1"], FAST, pad_id=0)
+
+    resumed = make_tiny_neeko()
+    before = block_weights(resumed, "char0")
+    calls = iter(range(100))
+    with pytest.raises(TrainingCancelled):
+        run_training(resumed, examples, ["char0", "char1"], FAST, 0, tmp_path / "ckpt",
+                     should_stop=lambda: next(calls) == 5)
+    assert all(torch.equal(a, b) for a, b in zip(before, block_weights(resumed, "char0"),
+                                                 strict=True)), "cancel changed the block"
+    assert (tmp_path / "ckpt" / "checkpoint.safetensors").is_file()
+    losses = run_training(resumed, examples, ["char0", "char1"], FAST, 0, tmp_path / "ckpt")
+    assert len(losses) == 12 - 4, "the resume did not start from the checkpoint at step 4"
+    for name in ("char0", "char1"):
+        for a, b in zip(block_weights(straight, name), block_weights(resumed, name), strict=True):
+            assert torch.equal(a, b)
+    assert not (tmp_path / "ckpt").exists(), "a finished run keeps no checkpoint"
+
+
+@pytest.fixture
+def library(tmp_path) -> Settings:
+    chars = tmp_path / "characters"
+    write_character(chars, "baker", "bread")
+    write_character(chars, "sailor", "ships")
+    return Settings(base_model="tiny", device="cpu", characters_dir=chars,
+                    cache_dir=tmp_path / "cache")
+
+
+def old_logits(settings: Settings, names) -> dict[str, torch.Tensor]:
+    runtime = load_runtime(settings, report=lambda _: None)
+    ids = torch.tensor([[2, 60, 61, 62, 63, 64]])
+    with torch.no_grad():
+        return {n: runtime.model(ids, gate=runtime.model.gate_for([n])).logits for n in names}
+
+
+def test_pretrain_then_expansion_keeps_old_characters_bit_identical(library, tmp_path):
+    losses = pretrain(library, ["baker", "sailor"], TrainingJob(FAST))
+    assert losses[-1] < losses[0]
+    for slug in ("baker", "sailor"):
+        assert (library.characters_dir / slug / "block.safetensors").is_file()
+        assert (library.characters_dir / slug / "role.safetensors").is_file()
+    before = old_logits(library, ["baker", "sailor"])
+
+    source = write_character(tmp_path / "incoming", "smith", "iron")
+    added = add_character(library, source, "expansion", TrainingJob(FAST))
+    assert added.block_path.is_file()
+    after = old_logits(library, ["baker", "sailor", "smith"])
+    for name in ("baker", "sailor"):
+        assert torch.equal(before[name], after[name])
+    assert not torch.allclose(after["smith"], after["baker"])
+
+
+def test_fusion_adds_a_character_without_a_block(library, tmp_path):
+    pretrain(library, ["baker", "sailor"], TrainingJob(TrainingConfig(epochs=1, batch_size=4)))
+    source = write_character(tmp_path / "incoming", "miller", "flour")
+    added = add_character(library, source, "fusion")
+    assert added.role_path.is_file() and not added.block_path.exists()
+    runtime = load_runtime(library, report=lambda _: None)
+    gate = runtime.gate_for(runtime.character("miller"))
+    assert sorted(gate.indices[0].tolist()) == [0, 1]
+    assert gate.weights.sum().item() == pytest.approx(1.0)
+    with pytest.raises(CharacterError, match="already exists"):
+        add_character(library, source, "fusion")
+
+
+def test_cancelled_expansion_leaves_everything_as_it_was(library, tmp_path):
+    pretrain(library, ["baker", "sailor"], TrainingJob(TrainingConfig(epochs=1, batch_size=4)))
+    snapshot = {p: p.read_bytes() for p in library.characters_dir.rglob("*") if p.is_file()}
+    runtime = load_runtime(library, report=lambda _: None)
+    source = write_character(tmp_path / "incoming", "smith", "iron")
+    with pytest.raises(TrainingCancelled):
+        add_character(library, source, "expansion",
+                      TrainingJob(FAST, should_stop=lambda: True), runtime=runtime)
+    assert not (library.characters_dir / "smith").exists()
+    assert runtime.model.block_names == ["baker", "sailor"]
+    assert snapshot == {p: p.read_bytes() for p in library.characters_dir.rglob("*")
+                        if p.is_file()}
