@@ -28,9 +28,12 @@ class Turn:
 
 
 def character_header(character: Character) -> str:
-    """The short instruction that opens every conversation with `character`."""
-    return (f"You are {character.name}: {character.description} {character.scenario} "
-            f"Answer as {character.name}, in character.")
+    """The short instruction that opens every conversation with `character`.
+
+    Kept short on purpose: training pays for it in every example (a long header was half
+    the tokens), and the character's block carries the rest of who they are.
+    """
+    return f"You are {character.name}: {character.description}"
 
 
 def render_turn(turn: Turn) -> str:

@@ -146,7 +146,7 @@ class MemoryStore:
     ) -> list[Exchange]:
         """The `k` exchanges of this session with this character most similar to `query`,
         best first, skipping the `exclude_recent_turns` latest turns (already in the prompt)."""
-        scope = self._scope(session_id, character)
+        scope = _session_scope(session_id, character)
         query = validate_text(query, "query")
         k = validate_count(k, "k", 1)
         if validate_count(exclude_recent_turns, "exclude_recent_turns", 0):
@@ -177,12 +177,13 @@ class MemoryStore:
         self._knowledge.delete(where=where)
         self._conversations.delete(where=where)
 
-    def _scope(self, session_id: str, character: str) -> dict[str, Any]:
-        """The metadata filter for one session with one character."""
-        return {"$and": [
-            {"session_id": validate_session_id(session_id)},
-            {"character": validate_slug(character)},
-        ]}
+
+def _session_scope(session_id: str, character: str) -> dict[str, Any]:
+    """The metadata filter for one session with one character."""
+    return {"$and": [
+        {"session_id": validate_session_id(session_id)},
+        {"character": validate_slug(character)},
+    ]}
 
 
 def _exchange(document: str, metadata: dict[str, Any]) -> Exchange:
