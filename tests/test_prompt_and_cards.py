@@ -39,7 +39,7 @@ def test_card_validation_messages(tmp_path):
     assert character_from_dict(CARD).name == "Ada"
     with pytest.raises(CharacterError, match="greeting"):
         character_from_dict({k: v for k, v in CARD.items() if k != "greeting"})
-    for slug in ("../../etc/passwd", "CON ", "", "a" * 41, "Ada"):
+    for slug in ("../../etc/passwd", "CON ", "", "a" * 41, "Ada", "ada\n"):
         with pytest.raises(CharacterError):
             character_from_dict(CARD | {"slug": slug})
     with pytest.raises(CharacterError, match="list of strings"):

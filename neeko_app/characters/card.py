@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SLUG_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+SLUG_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,39}")
 REQUIRED_FIELDS = ("name", "slug", "description", "personality", "scenario", "greeting")
 
 
@@ -53,7 +53,7 @@ class Character:
 
 def validate_slug(slug: str) -> str:
     """`slug` if it is a safe folder name (lowercase letters, digits, '-'), else CharacterError."""
-    if not isinstance(slug, str) or not SLUG_PATTERN.match(slug):
+    if not isinstance(slug, str) or not SLUG_PATTERN.fullmatch(slug):
         raise CharacterError(
             f"invalid character id {slug!r}: use 1-40 lowercase letters, digits or '-', "
             "starting with a letter"
