@@ -6,7 +6,12 @@ import json
 
 import pytest
 
-from neeko_app.characters.card import CharacterError, character_from_dict, load_character
+from neeko_app.characters.card import (
+    CharacterError,
+    character_from_dict,
+    load_character,
+    validate_slug,
+)
 from neeko_app.chat.prompt import Turn, fit_history, render_prompt
 
 CARD = {"name": "Ada", "slug": "ada", "description": "a mathematician.", "personality": "sharp",
@@ -39,9 +44,12 @@ def test_card_validation_messages(tmp_path):
     assert character_from_dict(CARD).name == "Ada"
     with pytest.raises(CharacterError, match="greeting"):
         character_from_dict({k: v for k, v in CARD.items() if k != "greeting"})
-    for slug in ("../../etc/passwd", "CON ", "", "a" * 41, "Ada", "ada\n"):
+    for slug in ("../../etc/passwd", "CON ", "", "a" * 41, "Ada"):
         with pytest.raises(CharacterError):
             character_from_dict(CARD | {"slug": slug})
+    for slug in ("ada\n", "ada/x", "a\x00"):
+        with pytest.raises(CharacterError, match="invalid character id"):
+            validate_slug(slug)
     with pytest.raises(CharacterError, match="list of strings"):
         character_from_dict(CARD | {"tags": "x"})
     folder = tmp_path / "ada"
