@@ -37,9 +37,9 @@ class TrainingJob:
     should_stop: Callable[[], bool] | None = None
 
 
-def save_role(character: Character) -> None:
-    """Compute and store the role embedding (the block's key) next to the character."""
-    atomic_save_tensors(character.role_path, {"role": role_embedding(character.profile_text())})
+def save_role(character: Character, role: torch.Tensor) -> None:
+    """Store the role embedding (the block's key) next to the character."""
+    atomic_save_tensors(character.role_path, {"role": role})
 
 
 def _examples_for(characters: Sequence[Character], tokenizer, max_tokens: int):
@@ -67,25 +67,29 @@ def pretrain(settings: Settings, slugs: Sequence[str], job: TrainingJob = Traini
     checkpoint = settings.cache_dir / "checkpoints" / ("pretrain-" + "-".join(sorted(slugs)))
     losses = run_training(model, examples, list(slugs), job.config, base.tokenizer.pad_token_id,
                           checkpoint, job.on_progress, job.should_stop)
-    for character in characters:
-        save_role(character)
+    for character, role in zip(characters, roles, strict=True):
+        save_role(character, role)
         save_block(model, character.slug, character.block_path, base.model_id)
     return losses
 
 
-def install_character(settings: Settings, source: Path) -> Character:
-    """Copy a character folder into the characters directory (refusing to overwrite one)."""
+def install_character(settings: Settings, source: Path) -> tuple[Character, bool]:
+    """Copy a character folder into the characters directory (refusing to overwrite one).
+
+    Returns the installed character and whether this call copied it (False when `source`
+    already is its folder in the characters directory).
+    """
     character = load_character(source)
     target = settings.characters_dir / character.slug
     if target.resolve() == source.resolve():
-        return character
+        return character, False
     if target.exists():
         raise CharacterError(f"a character named {character.slug!r} already exists")
     staging = settings.characters_dir / f".{character.slug}.installing"
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(source, staging, ignore=shutil.ignore_patterns("block.safetensors"))
     staging.rename(target)
-    return load_character(target)
+    return load_character(target), True
 
 
 def add_character(
@@ -103,12 +107,12 @@ def add_character(
     """
     if mode not in ("fusion", "expansion"):
         raise ValueError("mode must be 'fusion' or 'expansion'")
-    installed_here = not (settings.characters_dir / load_character(source).slug).exists()
-    character = install_character(settings, Path(source))
+    character, installed_here = install_character(settings, Path(source))
     try:
-        save_role(character)
+        role = role_embedding(character.profile_text())
         if mode == "expansion":
-            _expand(settings, character, job, runtime or load_runtime(settings))
+            _expand(settings, character, role, job, runtime or load_runtime(settings))
+        save_role(character, role)
     except BaseException:
         if installed_here:
             shutil.rmtree(character.folder, ignore_errors=True)
@@ -116,13 +120,13 @@ def add_character(
     return character
 
 
-def _expand(settings: Settings, character: Character, job: TrainingJob, runtime: Runtime) -> None:
+def _expand(settings: Settings, character: Character, role: torch.Tensor, job: TrainingJob,
+            runtime: Runtime) -> None:
     """Append a block for `character`, train it alone, save it (dropped again on failure)."""
     model, tokenizer = runtime.model, runtime.base.tokenizer
     examples = _examples_for([character], tokenizer, job.config.max_tokens)
     first_new = model.num_blocks
     if character.slug not in model.block_names:
-        role = role_embedding(character.profile_text())
         model.add_blocks([character.slug], torch.stack([role]), seed=job.config.seed)
     checkpoint = settings.cache_dir / "checkpoints" / f"expand-{character.slug}"
     try:
