@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from neeko_app.config import Settings
+from neeko_app.evaluation import HELDOUT_SYSTEMS as SYSTEMS
 from neeko_app.training.trainer import TrainingConfig
 
 
@@ -26,6 +28,17 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--max-tokens", type=int, default=defaults.max_tokens,
                         help="longest training conversation, in tokens")
+
+
+def _add_server_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="interface to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--memory-dir", help="embedded Chroma store (default: ./memory)")
+    parser.add_argument("--chroma-url", help="use a `chroma run` server instead, e.g. "
+                        "http://127.0.0.1:8001 (default: $NEEKO_CHROMA_URL)")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="reply without retrieval memory")
+    parser.add_argument("--max-new-tokens", type=int, default=160)
+    _add_model_flags(parser)
 
 
 def _training_config(args: argparse.Namespace) -> TrainingConfig:
@@ -64,6 +77,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     characters = commands.add_parser("characters", help="list characters and their state")
     characters.add_argument("--characters-dir")
+    characters.add_argument("--check", action="store_true",
+                            help="also validate dialogues, held-out sets and blocks")
+
+    api = commands.add_parser("api", help="serve the OpenAI-compatible HTTP API")
+    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--api-key", default=os.environ.get("NEEKO_API_KEY"),
+                     help="require `Authorization: Bearer KEY` (default: $NEEKO_API_KEY)")
+    _add_server_flags(api)
+
+    serve = commands.add_parser("serve", help="serve the web app (chat, add-character wizard)")
+    serve.add_argument("--port", type=int, help="port (default 7860)")
+    serve.add_argument("--auth", metavar="USER:PASSWORD", default=os.environ.get("NEEKO_AUTH"),
+                       help="require this login (default: $NEEKO_AUTH)")
+    serve.add_argument("--concurrency", type=int, default=8,
+                       help="requests served at once (replies are batched together)")
+    _add_server_flags(serve)
+
+    heldout = commands.add_parser(
+        "eval-heldout", help="perplexity matrix and role identification on held-out sets")
+    heldout.add_argument("characters", nargs="*",
+                         help="character ids (default: every character with a trained block)")
+    heldout.add_argument("--limit", type=int, help="held-out conversations per character")
+    heldout.add_argument("--batch-size", type=int, default=8)
+    heldout.add_argument("--max-new-tokens", type=int, default=64)
+    heldout.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
+    heldout.add_argument("--no-perplexity", action="store_true")
+    heldout.add_argument("--out", help="write the full report (every reply) as JSON here")
+    _add_model_flags(heldout)
 
     export = commands.add_parser("export", help="export a character's block as a PEFT adapter")
     export.add_argument("character")
@@ -86,8 +127,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             from neeko_app.training.cli_progress import run_training_command
 
             return run_training_command(_settings(args), args, _training_config(args))
+        if args.command == "api":
+            return _serve_api(args)
+        if args.command == "serve":
+            return _serve_web(args)
+        if args.command == "eval-heldout":
+            from neeko_app.evaluation.cli_heldout import run_heldout_command
+
+            return run_heldout_command(_settings(args), args)
         if args.command == "characters":
-            return _list_characters(Settings.from_env(characters_dir=args.characters_dir))
+            return _list_characters(Settings.from_env(characters_dir=args.characters_dir),
+                                    args.check)
         if args.command == "export":
             return _export(_settings(args), args)
     except (CharacterError, ModelLoadError, ValueError, KeyError) as err:
@@ -99,17 +149,58 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1
 
 
-def _list_characters(settings: Settings) -> int:
-    from neeko_app.runtime import discover_characters
+def _list_characters(settings: Settings, check: bool) -> int:
+    from neeko_app.characters.registry import check_character, discover_characters
 
-    characters, problems = discover_characters(settings.characters_dir)
-    for slug, character in characters.items():
+    registry = discover_characters(settings.characters_dir)
+    failed = bool(registry.problems)
+    for slug, character in registry.characters.items():
         state = "trained block" if character.block_path.is_file() else "fusion (no block)"
         print(f"{slug:20} {state:18} {character.name}: {character.description}")
-    for slug, problem in problems.items():
+        for issue in check_character(character, strict=True) if check else []:
+            print(f"{'':20} PROBLEM            {issue}")
+            failed = True
+    for slug, problem in registry.problems.items():
         print(f"{slug:20} BROKEN             {problem}")
-    if not characters and not problems:
+    if not registry.characters and not registry.problems:
         print(f"no characters in {settings.characters_dir}")
+    return 1 if check and failed else 0
+
+
+def _server_engine(args: argparse.Namespace):
+    """Settings from flags and environment, and the chat engine both servers run on."""
+    from neeko_app.chat.generation import DecodingSettings
+    from neeko_app.chat.startup import build_engine
+
+    settings = Settings.from_env(
+        base_model=args.base_model, device=args.device, dtype=args.dtype,
+        characters_dir=args.characters_dir, cache_dir=args.cache_dir,
+        memory_dir=args.memory_dir, chroma_url=args.chroma_url, host=args.host, port=args.port)
+    engine = build_engine(settings, DecodingSettings(max_new_tokens=args.max_new_tokens),
+                          use_memory=not args.no_memory)
+    return settings, engine
+
+
+def _serve_api(args: argparse.Namespace) -> int:
+    from neeko_app.api.server import serve
+
+    settings, engine = _server_engine(args)
+    try:
+        serve(engine, settings.host, args.port, args.api_key)
+    finally:
+        engine.close()
+    return 0
+
+
+def _serve_web(args: argparse.Namespace) -> int:
+    from neeko_app.ui.app import parse_auth, serve
+
+    auth = parse_auth(args.auth) if args.auth else None
+    settings, engine = _server_engine(args)
+    try:
+        serve(engine, settings, auth, args.concurrency)
+    finally:
+        engine.close()
     return 0
 
 

@@ -29,6 +29,8 @@ class Settings:
     cache_dir: Path = field(default_factory=_default_cache)
     characters_dir: Path = field(default_factory=lambda: _default_root() / "characters")
     memory_dir: Path = field(default_factory=lambda: _default_root() / "memory")
+    sessions_dir: Path = field(default_factory=lambda: _default_root() / "memory" / "sessions")
+    chroma_url: str = ""  # empty: embedded store in memory_dir; else a `chroma run` server
     host: str = "127.0.0.1"
     port: int = 7860
 

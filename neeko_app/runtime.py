@@ -6,11 +6,11 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
-from neeko_app.characters.card import Character, CharacterError, load_character
+from neeko_app.characters.card import Character, CharacterError
+from neeko_app.characters.registry import discover_characters
 from neeko_app.config import Settings
 from neeko_app.embedding import role_embedding
 from neeko_app.model import BaseModel, load_base_model
@@ -54,19 +54,6 @@ def character_role(character: Character) -> torch.Tensor:
     return role_embedding(character.profile_text())
 
 
-def discover_characters(directory: Path) -> tuple[dict[str, Character], dict[str, str]]:
-    """Valid characters under `directory` and, per broken folder, why it was skipped."""
-    characters, problems = {}, {}
-    if not directory.is_dir():
-        return characters, problems
-    for folder in sorted(p for p in directory.iterdir() if p.is_dir()):
-        try:
-            characters[folder.name] = load_character(folder)
-        except CharacterError as err:
-            problems[folder.name] = str(err)
-    return characters, problems
-
-
 def block_config(characters: dict[str, Character]) -> MoeLoraConfig:
     """The LoRA config the shipped blocks were trained with (default when none is trained)."""
     for character in characters.values():
@@ -81,7 +68,8 @@ def block_config(characters: dict[str, Character]) -> MoeLoraConfig:
 
 def load_runtime(settings: Settings, report: Callable[[str], None] = print) -> Runtime:
     """Load the base model and attach the block of every character that has one."""
-    characters, problems = discover_characters(settings.characters_dir)
+    registry = discover_characters(settings.characters_dir)
+    characters, problems = registry.characters, registry.problems
     base = load_base_model(settings.base_model, settings.cache_dir, settings.device,
                            settings.dtype, report)
     model = NeekoModel(base.model, block_config(characters)).to(base.device)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -9,6 +12,15 @@ from neeko_app.model import load_base_model
 from neeko_app.moelora import MoeLoraConfig, NeekoModel
 
 KEY_DIM = 16
+
+
+def write_card(folder: Path, dirname: str, name: str, **fields: object) -> Path:
+    """A minimal valid character folder `folder/dirname`; extra card fields override."""
+    (folder / dirname).mkdir()
+    card = {"name": name, "slug": dirname, "description": f"{name}, a test character.",
+            "personality": "steady", "scenario": "A test.", "greeting": "Hello.", **fields}
+    (folder / dirname / "character.json").write_text(json.dumps(card))
+    return folder / dirname
 
 
 def randomize_blocks(model: NeekoModel, seed: int = 0) -> None:

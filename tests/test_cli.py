@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import subprocess
-from pathlib import Path
+import time
+import urllib.request
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import write_card
 
 
-def neeko(*args: str, stdin: str = "", env_dir: Path | None = None) -> subprocess.CompletedProcess:
+def neeko_exe() -> str:
     exe = shutil.which("neeko")
     assert exe, "the neeko console script is not installed"
-    return subprocess.run([exe, *args], input=stdin, capture_output=True, text=True, timeout=300)
+    return exe
+
+
+def neeko(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run([neeko_exe(), *args], input=stdin, capture_output=True, text=True,
+                          timeout=300)
 
 
 def test_help_lists_subcommands():
@@ -23,15 +31,8 @@ def test_help_lists_subcommands():
         assert command in result.stdout
 
 
-def write_character(folder: Path, slug: str) -> None:
-    (folder / slug).mkdir(parents=True)
-    card = {"name": "Test Person", "slug": slug, "description": "a test.", "personality": "calm",
-            "scenario": "A quiet room.", "greeting": "Good day to you."}
-    (folder / slug / "character.json").write_text(json.dumps(card))
-
-
 def test_chat_streams_a_reply_with_the_tiny_model(tmp_path):
-    write_character(tmp_path, "tester")
+    write_card(tmp_path, "tester", "Test Person", greeting="Good day to you.")
     result = neeko("chat", "tester", "--base-model", "tiny", "--characters-dir", str(tmp_path),
                    "--max-new-tokens", "8", "--seed", "0", stdin="Hello there\n/quit\n")
     assert result.returncode == 0, result.stderr
@@ -40,7 +41,7 @@ def test_chat_streams_a_reply_with_the_tiny_model(tmp_path):
 
 
 def test_unknown_character_is_a_clear_error(tmp_path):
-    write_character(tmp_path, "tester")
+    write_card(tmp_path, "tester", "Test Person")
     result = neeko("chat", "nobody", "--base-model", "tiny", "--characters-dir", str(tmp_path))
     assert result.returncode == 2
     assert "unknown character 'nobody'" in result.stderr and "tester" in result.stderr
@@ -48,7 +49,7 @@ def test_unknown_character_is_a_clear_error(tmp_path):
 
 
 def test_bad_base_model_path_is_a_clear_error(tmp_path):
-    write_character(tmp_path, "tester")
+    write_card(tmp_path, "tester", "Test Person")
     result = neeko("chat", "tester", "--base-model", str(tmp_path / "nope"),
                    "--characters-dir", str(tmp_path))
     assert result.returncode == 2
@@ -57,9 +58,52 @@ def test_bad_base_model_path_is_a_clear_error(tmp_path):
 
 
 def test_characters_lists_broken_ones_without_failing(tmp_path):
-    write_character(tmp_path, "tester")
+    write_card(tmp_path, "tester", "Test Person")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "character.json").write_text("{not json")
     result = neeko("characters", "--characters-dir", str(tmp_path))
     assert result.returncode == 0
     assert "tester" in result.stdout and "BROKEN" in result.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def http_json(url: str, body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def test_api_command_serves_the_characters_on_loopback(tmp_path):
+    write_card(tmp_path, "tester", "Test Person")
+    port = free_port()
+    env = {**os.environ, "NEEKO_SESSIONS_DIR": str(tmp_path / "sessions")}
+    server = subprocess.Popen(
+        [neeko_exe(), "api", "--base-model", "tiny", "--characters-dir", str(tmp_path),
+         "--no-memory", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, server.stdout.read()
+            try:
+                models = http_json(f"{base}/models")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the API did not start"
+                time.sleep(0.5)
+        assert [m["id"] for m in models["data"]] == ["tester"]
+        reply = http_json(f"{base}/chat/completions", {
+            "model": "tester", "max_tokens": 4,
+            "messages": [{"role": "user", "content": "Hello?"}]})
+        assert reply["object"] == "chat.completion"
+        assert reply["usage"]["completion_tokens"] <= 4
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

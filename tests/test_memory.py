@@ -203,14 +203,18 @@ def test_rewriting_a_turn_replaces_it(store: MemoryStore) -> None:
         (0, "Hello again.", "Welcome back.", None)]
 
 
-def test_recall_skips_recent_turns(store: MemoryStore) -> None:
+def test_recall_skips_recent_turns_and_forgets_undone_ones(store: MemoryStore) -> None:
     for turn in range(1, 6):
         store.remember_exchange("s1", "ada", f"Fact {turn} about my garden.", "Noted.", turn)
+    store.remember_exchange("s1", "nikola", "My garden has roses.", "Electric roses?", 3)
     assert {e.turn for e in store.recall("s1", "ada", "garden", k=10)} == {1, 2, 3, 4, 5}
-    assert {e.turn for e in store.recall("s1", "ada", "garden", k=10,
-                                         exclude_recent_turns=2)} == {1, 2, 3}
-    assert store.recall("s1", "ada", "garden", k=10, exclude_recent_turns=5) == []
-    assert store.recall("empty", "ada", "garden", exclude_recent_turns=1) == []
+    assert {e.turn for e in store.recall("s1", "ada", "garden", k=10, before_turn=4)} == {1, 2, 3}
+    assert store.recall("s1", "ada", "garden", k=10, before_turn=1) == []
+    assert store.recall("empty", "ada", "garden", before_turn=3) == []
+
+    store.forget_turns("s1", "ada", 3)  # the conversation was undone back to turn 3
+    assert [(e.character, e.turn) for e in store.list_session("s1")] == [
+        ("ada", 1), ("ada", 2), ("nikola", 3)]
 
 
 def test_forget_session_and_character(store: MemoryStore) -> None:
@@ -240,7 +244,7 @@ def test_fact_from_turn_2_is_recalled_at_turn_30(store: MemoryStore) -> None:
     assert len(store.list_session("long")) == 29
     for question in ("Does anyone in my family have a hobby with insects?",
                      "What was my sister called again?"):
-        recalled = store.recall("long", "ada", question, k=3, exclude_recent_turns=6)
+        recalled = store.recall("long", "ada", question, k=3, before_turn=24)
         assert recalled[0].turn == 2 and recalled[0].user_text == HYPATIA
         assert len(recalled) == 3 and all(e.turn <= 23 for e in recalled)
 
@@ -257,7 +261,8 @@ def test_fact_from_turn_2_is_recalled_at_turn_30(store: MemoryStore) -> None:
         (lambda s: s.remember_exchange("s1", "ada", "Hi.", "Hi.", 1, "u/1"), "user id"),
         (lambda s: s.recall("s1", "ada", "", k=2), "query"),
         (lambda s: s.recall("s1", "ada", "Hi", k=0), "k must"),
-        (lambda s: s.recall("s1", "ada", "Hi", exclude_recent_turns=-1), "exclude_recent"),
+        (lambda s: s.recall("s1", "ada", "Hi", before_turn=-1), "before_turn"),
+        (lambda s: s.forget_turns("s1", "ada", -1), "from_turn"),
         (lambda s: s.list_session("../etc"), "session id"),
         (lambda s: s.search_knowledge("../x", "Hi"), "character id"),
         (lambda s: s.index_character("ada", ["text"]), "KnowledgeChunk"),

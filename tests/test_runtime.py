@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import torch
 
 from neeko_app.config import Settings
@@ -11,13 +9,7 @@ from neeko_app.model import load_base_model
 from neeko_app.moelora import MoeLoraConfig, NeekoModel
 from neeko_app.moelora.persistence import save_block
 from neeko_app.runtime import load_runtime
-
-
-def write_card(folder, slug: str, name: str) -> None:
-    (folder / slug).mkdir()
-    card = {"name": name, "slug": slug, "description": f"{name}, a test character.",
-            "personality": "steady", "scenario": "A test.", "greeting": "Hello."}
-    (folder / slug / "character.json").write_text(json.dumps(card))
+from tests.conftest import write_card
 
 
 def test_runtime_loads_blocks_and_survives_broken_ones(tmp_path):

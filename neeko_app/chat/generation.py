@@ -8,6 +8,13 @@ from dataclasses import dataclass
 
 import torch
 from transformers import TextIteratorStreamer
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    NoRepeatNGramLogitsProcessor,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from neeko_app.chat.prompt import TURN_END
 from neeko_app.moelora import Gate, NeekoModel
@@ -35,6 +42,19 @@ class DecodingSettings:
         if sampling:
             kwargs.update(temperature=self.temperature, top_p=self.top_p)
         return kwargs
+
+    def logits_processors(self) -> LogitsProcessorList:
+        """The same rules as `generate_kwargs`, for a hand-written decoding loop."""
+        processors = LogitsProcessorList()
+        if self.repetition_penalty != 1.0:
+            processors.append(RepetitionPenaltyLogitsProcessor(self.repetition_penalty))
+        if self.no_repeat_ngram_size > 0:
+            processors.append(NoRepeatNGramLogitsProcessor(self.no_repeat_ngram_size))
+        if self.temperature > 0:
+            processors.append(TemperatureLogitsWarper(self.temperature))
+            if self.top_p < 1.0:
+                processors.append(TopPLogitsWarper(self.top_p))
+        return processors
 
 
 def stop_token_ids(tokenizer) -> list[int]:
@@ -79,3 +99,4 @@ def stream_reply(
     worker.join()
     if errors:
         raise errors[0]
+

@@ -23,8 +23,11 @@ SPEAKER = {"user": "user", "character": "model"}
 
 @dataclass(frozen=True)
 class Turn:
+    """One line of a conversation; `speaker` names the character (slug) who said it."""
+
     role: Literal["user", "character"]
     text: str
+    speaker: str | None = None
 
 
 def character_header(character: Character) -> str:

@@ -110,7 +110,8 @@ class MemoryStore:
         turn: int,
         user_id: str | None = None,
     ) -> Exchange:
-        """Store one exchange under id `session_id:turn` (writing a turn again replaces it)."""
+        """Store one exchange under id `session_id:character:turn` (writing a turn again
+        replaces it; one session may talk to several characters without their turns clashing)."""
         exchange = Exchange(
             session_id=validate_session_id(session_id),
             character=validate_slug(character),
@@ -132,7 +133,7 @@ class MemoryStore:
         self._conversations.add_texts(
             [f"{exchange.user_text}\n{exchange.reply_text}"],
             metadatas=[metadata],
-            ids=[f"{exchange.session_id}:{exchange.turn}"],
+            ids=[f"{exchange.session_id}:{exchange.character}:{exchange.turn}"],
         )
         return exchange
 
@@ -142,21 +143,25 @@ class MemoryStore:
         character: str,
         query: str,
         k: int = 4,
-        exclude_recent_turns: int = 0,
+        before_turn: int | None = None,
     ) -> list[Exchange]:
         """The `k` exchanges of this session with this character most similar to `query`,
-        best first, skipping the `exclude_recent_turns` latest turns (already in the prompt)."""
+        best first; with `before_turn`, only turns before it (the later ones are still in the
+        prompt's recent history)."""
         scope = _session_scope(session_id, character)
         query = validate_text(query, "query")
         k = validate_count(k, "k", 1)
-        if validate_count(exclude_recent_turns, "exclude_recent_turns", 0):
-            found = self._conversations.get(where=scope, include=["metadatas"])
-            if not found["metadatas"]:
-                return []
-            latest = max(meta["turn"] for meta in found["metadatas"])
-            scope["$and"].append({"turn": {"$lte": latest - exclude_recent_turns}})
+        if before_turn is not None:
+            scope["$and"].append({"turn": {"$lt": validate_count(before_turn, "before_turn", 0)}})
         documents = self._conversations.similarity_search(query, k=k, filter=scope)
         return [_exchange(doc.page_content, doc.metadata) for doc in documents]
+
+    def forget_turns(self, session_id: str, character: str, from_turn: int) -> None:
+        """Delete this session's exchanges with `character` from turn `from_turn` on (the
+        conversation was undone or edited back to before them)."""
+        scope = _session_scope(session_id, character)
+        scope["$and"].append({"turn": {"$gte": validate_count(from_turn, "from_turn", 0)}})
+        self._conversations.delete(where=scope)
 
     def list_session(self, session_id: str) -> list[Exchange]:
         """Every exchange of the session, in turn order."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from neeko_app.moelora import NeekoModel
+from neeko_app.moelora import Gate, NeekoModel
 from neeko_app.moelora.context import gate_scope
 
 IGNORE = -100
@@ -25,8 +25,10 @@ class TrainingBatch:
     blocks: list[str]
 
 
-def reply_loss(model: NeekoModel, batch: TrainingBatch) -> torch.Tensor:
-    """Next-token loss on labelled positions only.
+def labelled_token_losses(
+    model: NeekoModel, batch: TrainingBatch, gate: Gate | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token loss at every labelled position, and the batch row each position is in.
 
     The output head runs on the labelled positions alone: with a 262k-token vocabulary
     the head is most of the compute, and most positions (the user's turns) carry no loss.
@@ -34,7 +36,7 @@ def reply_loss(model: NeekoModel, batch: TrainingBatch) -> torch.Tensor:
     device = model.keys.device
     labels = batch.labels.to(device)
     decoder = model.base_model.get_decoder()
-    with gate_scope(model.gate_for(batch.blocks)):
+    with gate_scope(gate):
         hidden = decoder(input_ids=batch.input_ids.to(device),
                          attention_mask=batch.attention_mask.to(device)).last_hidden_state
     targets = labels[:, 1:]
@@ -43,7 +45,14 @@ def reply_loss(model: NeekoModel, batch: TrainingBatch) -> torch.Tensor:
     cap = getattr(model.base_model.config, "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
-    return F.cross_entropy(logits.float(), targets[keep])
+    rows = keep.nonzero()[:, 0]
+    return F.cross_entropy(logits.float(), targets[keep], reduction="none"), rows
+
+
+def reply_loss(model: NeekoModel, batch: TrainingBatch) -> torch.Tensor:
+    """Mean next-token loss on the character's words, each row through its own block."""
+    losses, _ = labelled_token_losses(model, batch, model.gate_for(batch.blocks))
+    return losses.mean()
 
 
 class BlockTrainer:

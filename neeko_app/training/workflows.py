@@ -101,9 +101,10 @@ def add_character(
 ) -> Character:
     """Add the character in `source`: fusion (role embedding only) or expansion (own block).
 
-    Expansion trains a new block alone; every existing block stays bit-identical. If it
-    fails or is cancelled, a character installed by this call is removed again and the
-    model is left with the blocks it had.
+    Expansion trains a new block alone; every existing block stays bit-identical. A given
+    `runtime` can chat with the character as soon as this returns. If it fails or is
+    cancelled, a character installed by this call is removed again and the model is left
+    with the blocks it had.
     """
     if mode not in ("fusion", "expansion"):
         raise ValueError("mode must be 'fusion' or 'expansion'")
@@ -117,6 +118,8 @@ def add_character(
         if installed_here:
             shutil.rmtree(character.folder, ignore_errors=True)
         raise
+    if runtime is not None:
+        runtime.characters[character.slug] = character
     return character
 
 

@@ -1,0 +1,161 @@
+"""OpenAI-compatible HTTP API: each character is a model, every request goes through the
+engine's batching scheduler (concurrent requests share forward passes).
+
+    GET  /v1/models             the characters
+    GET  /v1/models/{id}        one character
+    POST /v1/chat/completions   `model` = character id; `stream` gives server-sent events
+
+Memory is keyed by the `X-Session-Id` header, else the request's `user` field.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Annotated
+
+import uvicorn
+from fastapi import APIRouter, Depends, FastAPI, Header
+from fastapi.responses import StreamingResponse
+
+from neeko_app.api.errors import ApiError, install_error_handlers
+from neeko_app.api.schemas import (
+    ChatCompletionRequest,
+    chunk,
+    completion,
+    conversation,
+    finish_reason,
+    sse,
+    usage,
+)
+from neeko_app.chat.engine import ChatEngine
+from neeko_app.chat.generation import DecodingSettings
+from neeko_app.chat.reply import Reply
+from neeko_app.memory.validation import validate_session_id
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 8000
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def create_app(engine: ChatEngine, api_key: str | None = None) -> FastAPI:
+    """The FastAPI app serving `engine`; with `api_key`, every call needs
+    `Authorization: Bearer <api_key>`."""
+    app = FastAPI(title="neeko-app", description="Role-play characters as OpenAI models")
+    install_error_handlers(app)
+    started = int(time.time())
+
+    def require_key(authorization: Annotated[str | None, Header()] = None) -> None:
+        if api_key is None:
+            return
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
+                                                                 api_key.encode()):
+            raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                           "invalid_api_key")
+
+    router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
+
+    def model_card(slug: str) -> dict:
+        character = engine.runtime.characters[slug]
+        model = engine.runtime.model
+        mode = ("block" if slug in model.block_names
+                else "fusion" if model.num_blocks else "base")
+        return {"id": slug, "object": "model", "created": started, "owned_by": "neeko-app",
+                "name": character.name, "description": character.description, "mode": mode}
+
+    def known(slug: str) -> str:
+        if slug not in engine.runtime.characters:
+            raise ApiError(404, f"the model {slug!r} does not exist; GET /v1/models lists the "
+                                "characters", "model_not_found")
+        return slug
+
+    @router.get("/models")
+    def list_models() -> dict:
+        return {"object": "list", "data": [model_card(s) for s in engine.runtime.characters]}
+
+    @router.get("/models/{slug}")
+    def get_model(slug: str) -> dict:
+        return model_card(known(slug))
+
+    @router.post("/chat/completions")
+    def chat_completions(
+        request: ChatCompletionRequest,
+        x_session_id: Annotated[str | None, Header()] = None,
+    ):
+        character = known(request.model)
+        if request.n != 1:
+            raise ApiError(400, "only n=1 is supported", "invalid_n")
+        instructions, turns = conversation(request.messages)
+        session_id = _session_id(x_session_id or request.user)
+        decoding = _decoding(engine, request)
+        try:
+            reply = engine.reply(character, turns, session_id, decoding, instructions)
+        except ValueError as err:
+            raise ApiError(400, str(err), "context_length_exceeded") from None
+        completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        if not request.stream:
+            reply.result()
+            return completion(reply, completion_id, created, character)
+        include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        return StreamingResponse(
+            _events(reply, completion_id, created, character, include_usage),
+            media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    app.include_router(router)
+    return app
+
+
+def _session_id(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return validate_session_id(value)
+    except ValueError as err:
+        raise ApiError(400, str(err), "invalid_session_id") from None
+
+
+def _decoding(engine: ChatEngine, request: ChatCompletionRequest) -> DecodingSettings:
+    """The engine's decoding settings with the request's choices; `max_tokens` is refused
+    when absurd (< 1 or beyond the context) and clamped to the engine's reply limit."""
+    asked = (request.max_completion_tokens if request.max_completion_tokens is not None
+             else request.max_tokens)
+    if asked is not None and not 1 <= asked <= engine.context_tokens:
+        raise ApiError(400, f"max_tokens must be between 1 and {engine.context_tokens} "
+                            f"(the context size), got {asked}", "invalid_max_tokens")
+    overrides = {"max_new_tokens": None if asked is None else min(asked, engine.max_reply_tokens),
+                 "temperature": request.temperature, "top_p": request.top_p,
+                 "seed": request.seed}
+    return replace(engine.decoding, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _events(reply: Reply, completion_id: str, created: int, model: str,
+            include_usage: bool) -> Iterator[str]:
+    """The reply as `chat.completion.chunk` events, then `[DONE]`."""
+    yield chunk(completion_id, created, model, {"role": "assistant", "content": ""})
+    try:
+        for piece in reply:
+            yield chunk(completion_id, created, model, {"content": piece})
+    except Exception as err:  # the status line is sent already: report the error in-band
+        log.exception("generation failed during a stream")
+        yield sse({"error": {"message": f"generation failed ({type(err).__name__})",
+                             "type": "server_error", "code": None}})
+        return
+    yield chunk(completion_id, created, model, {}, finish_reason(reply))
+    if include_usage:
+        yield sse({"id": completion_id, "object": "chat.completion.chunk", "created": created,
+                   "model": model, "choices": [], "usage": usage(reply)})
+    yield sse("[DONE]")
+
+
+def serve(engine: ChatEngine, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+          api_key: str | None = None, log_level: str = "info") -> None:
+    """Serve the API until interrupted (127.0.0.1 by default: only this machine)."""
+    if api_key is None and host not in LOOPBACK:
+        log.warning("serving on %s without an API key: anyone who can reach it may use it", host)
+    uvicorn.run(create_app(engine, api_key), host=host, port=port, log_level=log_level)

@@ -1,0 +1,87 @@
+"""The characters folder: list, validate and load every character, skipping broken ones.
+
+One broken character never stops the others from loading; each problem is reported by
+folder name with a message a user can act on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from neeko_app.characters.card import Character, CharacterError, load_character
+from neeko_app.moelora.persistence import AdapterFormatError, read_block_metadata
+from neeko_app.training.data import DialogueError, load_dialogues
+
+MIN_TRAINING_CONVERSATIONS = 200
+MIN_HELDOUT_CONVERSATIONS = 40
+
+
+@dataclass
+class Registry:
+    """Valid characters by slug, and why each skipped folder was skipped."""
+
+    characters: dict[str, Character] = field(default_factory=dict)
+    problems: dict[str, str] = field(default_factory=dict)
+
+
+def discover_characters(directory: Path) -> Registry:
+    """Load every `directory/<slug>/character.json`.
+
+    Hidden folders (an install in progress) are ignored. Two cards with the same name
+    (ignoring case) are a conflict: the first folder in sorted order wins.
+    """
+    registry = Registry()
+    if not directory.is_dir():
+        return registry
+    owner_of_name: dict[str, str] = {}
+    for folder in sorted(p for p in directory.iterdir() if p.is_dir()):
+        if folder.name.startswith("."):
+            continue
+        try:
+            character = load_character(folder)
+        except CharacterError as err:
+            registry.problems[folder.name] = str(err)
+            continue
+        name_key = character.name.casefold().strip()
+        if name_key in owner_of_name:
+            registry.problems[folder.name] = (
+                f"duplicate character: {character.name!r} is already defined by "
+                f"{owner_of_name[name_key]!r}")
+            continue
+        owner_of_name[name_key] = folder.name
+        registry.characters[character.slug] = character
+    return registry
+
+
+def check_character(character: Character, strict: bool = False) -> list[str]:
+    """Everything wrong with a character's data files (empty list: all good).
+
+    `strict` also asks for the amounts shipped characters need (200 training and 40
+    held-out conversations).
+    """
+    issues: list[str] = []
+    folder = character.folder
+    if folder is None:
+        return ["the character has no folder"]
+    minimums = {"dialogues.jsonl": MIN_TRAINING_CONVERSATIONS,
+                "heldout.jsonl": MIN_HELDOUT_CONVERSATIONS}
+    for name, minimum in minimums.items():
+        path = folder / name
+        if not path.exists():
+            if strict:
+                issues.append(f"{name} is missing")
+            continue
+        try:
+            count = len(load_dialogues(path))
+        except DialogueError as err:
+            issues.append(str(err))
+            continue
+        if strict and count < minimum:
+            issues.append(f"{name} has {count} conversations; at least {minimum} are needed")
+    if character.block_path.exists():
+        try:
+            read_block_metadata(character.block_path)
+        except AdapterFormatError as err:
+            issues.append(f"block.safetensors is unreadable: {err}")
+    return issues

@@ -1,0 +1,90 @@
+"""Prompt assembly: header + retrieved memory + the recent history that fits the budget.
+
+Pure functions (no model, no store): the caller passes a token counter and a `retrieve`
+callback, so every rule here is unit-testable with fakes.
+
+Retrieved context goes into the header of the first user turn, the place where training
+puts the character's header, so the prompt keeps the Gemma turn format the blocks learned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import zip_longest
+
+from neeko_app.chat.prompt import Turn, fit_history, render_prompt
+from neeko_app.memory import Exchange, KnowledgeChunk
+
+CountTokens = Callable[[str], int]
+
+
+@dataclass(frozen=True)
+class RetrievedContext:
+    """What memory gave for one reply: the character's knowledge and earlier exchanges."""
+
+    knowledge: tuple[KnowledgeChunk, ...] = ()
+    recalled: tuple[Exchange, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.knowledge or self.recalled)
+
+
+@dataclass(frozen=True)
+class AssembledPrompt:
+    """The prompt text, the history turns it holds, and the retrieved context it used."""
+
+    text: str
+    history: tuple[Turn, ...]
+    context: RetrievedContext
+    first_turn: int  # number of the first user turn kept in the history (1-based)
+
+
+def user_turns(turns: Sequence[Turn]) -> int:
+    """How many user turns `turns` holds (the number of the exchange in progress)."""
+    return sum(turn.role == "user" for turn in turns)
+
+
+def memory_header(header: str, name: str, context: RetrievedContext) -> str:
+    """`header` followed by the retrieved knowledge and the recalled exchanges."""
+    parts = [header]
+    if context.knowledge:
+        notes = "\n".join(f"- {chunk.text}" for chunk in context.knowledge)
+        parts.append(f"What you know:\n{notes}")
+    if context.recalled:
+        earlier = "\n".join(f"User: {e.user_text}\n{name}: {e.reply_text}"
+                            for e in sorted(context.recalled, key=lambda e: e.turn))
+        parts.append(f"Earlier in this conversation:\n{earlier}")
+    return "\n\n".join(parts)
+
+
+def assemble_prompt(
+    header: str,
+    name: str,
+    turns: Sequence[Turn],
+    retrieve: Callable[[int], RetrievedContext],
+    count_tokens: CountTokens,
+    budget: int,
+    memory_tokens: int,
+) -> AssembledPrompt:
+    """Build the prompt for the character's next reply in at most `budget` tokens.
+
+    The recent history is fitted into `budget - memory_tokens` (oldest exchanges dropped
+    first); `retrieve(first_turn)` is then asked for memory from before the first kept user
+    turn, and the lowest-ranked retrieved items are dropped until the prompt fits `budget`.
+    ValueError if even the last message alone does not fit.
+    """
+    history = fit_history(list(turns), count_tokens, budget - memory_tokens, header)
+    first_turn = user_turns(turns) - user_turns(history) + 1
+    retrieved = retrieve(first_turn)
+    ranked = [item for pair in zip_longest(retrieved.recalled, retrieved.knowledge)
+              for item in pair if item is not None]
+    while True:
+        context = RetrievedContext(
+            tuple(item for item in ranked if isinstance(item, KnowledgeChunk)),
+            tuple(item for item in ranked if isinstance(item, Exchange)),
+        )
+        text = render_prompt(memory_header(header, name, context), history)
+        if not ranked or count_tokens(text) <= budget:
+            return AssembledPrompt(text, tuple(history), context, first_turn)
+        ranked.pop()

@@ -1,0 +1,275 @@
+"""`ChatEngine`: a character's reply from prompt assembly to memory, through the scheduler.
+
+Flow of one reply: the character's header + what memory retrieves + the recent history
+that fits the context budget make the prompt (`context.assemble_prompt`); the scheduler
+generates it in a batch with whatever other requests are waiting, under the character's
+gate row; the finished exchange is stored back in memory. Session operations (send,
+regenerate, undo, edit, reset, group scenes) keep the saved transcript in step.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from neeko_app.chat.context import (
+    AssembledPrompt,
+    RetrievedContext,
+    assemble_prompt,
+    user_turns,
+)
+from neeko_app.chat.generation import DecodingSettings
+from neeko_app.chat.group import next_speakers, perspective
+from neeko_app.chat.prompt import Turn, character_header
+from neeko_app.chat.reply import Reply
+from neeko_app.chat.scheduler import BatchScheduler, GateRow, GenerationRequest, gate_row
+from neeko_app.chat.session import ChatSession, SessionError, SessionStore
+from neeko_app.memory import MemoryStore
+from neeko_app.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ContextLimits:
+    """How the model's context is shared out, and how much memory is retrieved."""
+
+    context_tokens: int = 2048  # prompt + reply; capped by the model's own maximum
+    memory_tokens: int = 384  # kept free in the prompt for retrieved memory
+    knowledge_k: int = 3
+    recall_k: int = 3
+    max_reply_tokens: int = 512  # the most new tokens one request may ask (<= half the context)
+
+
+class ChatEngine:
+    """Replies of the runtime's characters, batched, with retrieval memory and sessions."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        memory: MemoryStore | None = None,
+        decoding: DecodingSettings | None = None,
+        *,
+        sessions: SessionStore | None = None,
+        limits: ContextLimits = ContextLimits(),
+        scheduler: BatchScheduler | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.memory = memory
+        self.decoding = decoding or DecodingSettings()
+        self.sessions = sessions
+        self.limits = limits
+        self.tokenizer = runtime.base.tokenizer
+        model_max = getattr(runtime.base.model.config, "max_position_embeddings", None)
+        self.context_tokens = min(limits.context_tokens, model_max or limits.context_tokens)
+        self.max_reply_tokens = min(limits.max_reply_tokens, self.context_tokens // 2)
+        if self.decoding.max_new_tokens > self.max_reply_tokens:
+            raise ValueError(f"replies of {self.decoding.max_new_tokens} tokens do not fit: the "
+                             f"limit is {self.max_reply_tokens} with a {self.context_tokens}-token "
+                             "context")
+        self.scheduler = scheduler or BatchScheduler(runtime.model, self.tokenizer)
+        self._gate_rows: dict[tuple[str, int], GateRow] = {}
+
+    def close(self) -> None:
+        """Stop the scheduler's worker."""
+        self.scheduler.close()
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
+
+    # ---- stateless replies (the API's path) --------------------------------------------
+
+    def reply(self, character: str, turns: Sequence[Turn], session_id: str | None = None,
+              decoding: DecodingSettings | None = None, instructions: str = "") -> Reply:
+        """Start `character`'s reply to `turns` (ending with the user's message).
+
+        With `session_id`, memory recalls earlier exchanges of that session and stores this
+        one when it is complete. `instructions` are appended to the character's header.
+        ValueError when the message does not fit the context.
+        """
+        return self.replies([(character, turns)], session_id, decoding, instructions)[0]
+
+    def replies(self, drafts: Sequence[tuple[str, Sequence[Turn]]],
+                session_id: str | None = None, decoding: DecodingSettings | None = None,
+                instructions: str = "") -> list[Reply]:
+        """Start several replies at once (same batch): one per (character, turns)."""
+        decoding = decoding or self.decoding
+        prepared = [(slug, list(turns), self.prepare(slug, turns, session_id,
+                                                     decoding.max_new_tokens, instructions))
+                    for slug, turns in drafts]
+        streams = self.scheduler.submit_many([
+            GenerationRequest(tuple(self.tokenizer(prompt.text, add_special_tokens=False)
+                                    .input_ids), self._gate_row(slug), decoding)
+            for slug, _, prompt in prepared])
+        replies = []
+        for (slug, turns, prompt), stream in zip(prepared, streams, strict=True):
+            reply = Reply(slug, prompt, len(stream.request.prompt_ids), stream)
+            if session_id is not None and self.memory is not None:
+                reply.on_done.append(self._remembering(session_id, turns))
+            replies.append(reply)
+        return replies
+
+    def prepare(self, character: str, turns: Sequence[Turn], session_id: str | None = None,
+                max_new_tokens: int | None = None, instructions: str = "") -> AssembledPrompt:
+        """The prompt for `character`'s next reply, with room left for `max_new_tokens`."""
+        who = self.runtime.character(character)
+        reply_tokens = max_new_tokens or self.decoding.max_new_tokens
+        budget = self.context_tokens - reply_tokens
+        if reply_tokens > self.max_reply_tokens:
+            raise ValueError(f"a reply may have at most {self.max_reply_tokens} tokens, "
+                             f"{reply_tokens} were asked for")
+        header = character_header(who)
+        if instructions.strip():
+            header = f"{header}\n\n{instructions.strip()}"
+        query = turns[-1].text if turns else ""
+        return assemble_prompt(header, who.name, turns,
+                               self._retriever(character, session_id, query),
+                               self.count_tokens, budget,
+                               min(self.limits.memory_tokens, budget // 2))
+
+    # ---- sessions -----------------------------------------------------------------------
+
+    def open_session(self, characters: Sequence[str]) -> ChatSession:
+        """A new session with these characters (two or more make a group scene)."""
+        for slug in characters:
+            self.runtime.character(slug)
+        session = ChatSession.new(list(characters))
+        self._save(session)
+        return session
+
+    def load_session(self, session_id: str) -> ChatSession:
+        if self.sessions is None:
+            raise SessionError("this engine keeps no saved sessions")
+        return self.sessions.load(session_id)
+
+    def send(self, session: ChatSession, message: str, speakers: Sequence[str] | None = None,
+             decoding: DecodingSettings | None = None) -> list[Reply]:
+        """Add the user's message and start the replies: `speakers`, else those it names,
+        else the next character in turn (always the only one in a one-to-one chat)."""
+        session.add_user(message)
+        try:
+            return self._draft(session, speakers, decoding)
+        except Exception:
+            session.turns.pop()
+            raise
+
+    def regenerate(self, session: ChatSession,
+                   decoding: DecodingSettings | None = None) -> list[Reply]:
+        """Drop the replies to the last message and draft them again (same speakers)."""
+        speakers = session.drop_replies()
+        self._forget_after(session)
+        return self._draft(session, speakers or None, decoding)
+
+    def edit(self, session: ChatSession, index: int, text: str,
+             decoding: DecodingSettings | None = None) -> list[Reply]:
+        """Rewrite user turn `index`, drop what followed it, and draft new replies."""
+        session.edit(index, text)
+        self._forget_after(session)
+        return self._draft(session, None, decoding)
+
+    def undo(self, session: ChatSession) -> None:
+        """Remove the last exchange (message and replies) from the session and memory."""
+        session.undo()
+        self._forget_after(session)
+        self._save(session)
+
+    def reset(self, session: ChatSession) -> None:
+        """Start the session over: empty transcript, its memories forgotten."""
+        session.reset()
+        if self.memory is not None:
+            self.memory.forget_session(session.id)
+        self._save(session)
+
+    # ---- internals ----------------------------------------------------------------------
+
+    def _draft(self, session: ChatSession, speakers: Sequence[str] | None,
+               decoding: DecodingSettings | None) -> list[Reply]:
+        """Start the replies to the session's last message, all in one batch."""
+        names = self._names(session)
+        last_message = session.turns[session.last_user_index()].text
+        speakers = list(speakers or next_speakers(session.turns, last_message, names))
+        unknown = [s for s in speakers if s not in names]
+        if unknown:
+            raise SessionError(f"{unknown} are not in this session ({session.characters})")
+        replies = self.replies([(s, perspective(session.turns, s, names)) for s in speakers],
+                               session.id, decoding)
+        round_ = _Round(len(replies), lambda done: self._commit(session, done))
+        for position, reply in enumerate(replies):
+            reply.on_done.append(lambda r, position=position: round_.done(position, r))
+        return replies
+
+    def _commit(self, session: ChatSession, replies: list[Reply]) -> None:
+        for reply in replies:
+            if not reply.cancelled:
+                session.add_reply(reply.character, reply.text)
+        self._save(session)
+
+    def _forget_after(self, session: ChatSession) -> None:
+        """Drop from memory every exchange that is no longer in the transcript."""
+        if self.memory is None:
+            return
+        names = self._names(session)
+        for slug in session.characters:
+            seen = perspective(session.turns, slug, names)
+            answered = not seen or seen[-1].role == "character"
+            self.memory.forget_turns(session.id, slug, user_turns(seen) + answered)
+
+    def _save(self, session: ChatSession) -> None:
+        if self.sessions is not None:
+            self.sessions.save(session)
+
+    def _names(self, session: ChatSession) -> dict[str, str]:
+        return {slug: self.runtime.character(slug).name for slug in session.characters}
+
+    def _gate_row(self, slug: str) -> GateRow:
+        """The character's gate row, recomputed when blocks were added (expansion)."""
+        key = (slug, self.runtime.model.num_blocks)
+        if key not in self._gate_rows:
+            self._gate_rows[key] = gate_row(self.runtime.gate_for(self.runtime.character(slug)))
+        return self._gate_rows[key]
+
+    def _retriever(self, character: str, session_id: str | None,
+                   query: str) -> Callable[[int], RetrievedContext]:
+        """`retrieve(before_turn)` for `assemble_prompt`: knowledge + earlier exchanges."""
+        def retrieve(before_turn: int) -> RetrievedContext:
+            if self.memory is None or not query.strip():
+                return RetrievedContext()
+            try:
+                knowledge = self.memory.search_knowledge(character, query,
+                                                         self.limits.knowledge_k)
+                recalled = (self.memory.recall(session_id, character, query,
+                                               self.limits.recall_k, before_turn)
+                            if session_id is not None and before_turn > 1 else [])
+            except Exception as err:  # memory is a help: a reply without it beats none
+                log.warning("memory retrieval failed, replying without it: %s", err)
+                return RetrievedContext()
+            return RetrievedContext(tuple(knowledge), tuple(recalled))
+        return retrieve
+
+    def _remembering(self, session_id: str, turns: list[Turn]) -> Callable[[Reply], None]:
+        def remember(reply: Reply) -> None:
+            if reply.cancelled or not reply.text.strip() or self.memory is None:
+                return
+            self.memory.remember_exchange(session_id, reply.character, turns[-1].text,
+                                          reply.text, user_turns(turns))
+        return remember
+
+
+class _Round:
+    """The replies drafted for one message: committed together, in speaker order, once
+    every one of them has been read (or abandoned)."""
+
+    def __init__(self, count: int, commit: Callable[[list[Reply]], None]) -> None:
+        self._slots: list[Reply | None] = [None] * count
+        self._commit = commit
+        self._lock = threading.Lock()
+
+    def done(self, position: int, reply: Reply) -> None:
+        with self._lock:
+            self._slots[position] = reply
+            if any(slot is None for slot in self._slots):
+                return
+        self._commit([slot for slot in self._slots if slot is not None])
+

@@ -1,0 +1,238 @@
+"""Batching scheduler: concurrent requests, any mix of characters, one forward pass per step.
+
+Requests wait up to `window_s` (or until `max_batch` are waiting) and are then decoded
+together: prompts left-padded with an attention mask, one gate row per request (its
+character's block, a fusion of blocks, or the bare base), a KV cache over the batch. Every
+request streams its own text and stops on its own; finished rows leave the batch. Requests
+that arrive while a batch runs form the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from neeko_app.chat.decoding import RowDecoder
+from neeko_app.chat.generation import DecodingSettings, stop_token_ids
+from neeko_app.moelora import Gate, NeekoModel
+
+log = logging.getLogger(__name__)
+
+GateRow = tuple[tuple[int, ...], tuple[float, ...]]  # (block indices, weights); () = base
+_END = object()
+
+
+def gate_row(gate: Gate | None) -> GateRow:
+    """The one row of a single-request gate as plain data (no gate: the bare base model)."""
+    if gate is None:
+        return (), ()
+    if gate.batch_size != 1:
+        raise ValueError(f"a request needs a one-row gate, got {gate.batch_size} rows")
+    return tuple(gate.indices[0].tolist()), tuple(gate.weights[0].tolist())
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One reply to generate: prompt token ids, its gate row and its decoding settings."""
+
+    prompt_ids: tuple[int, ...]
+    gate: GateRow
+    settings: DecodingSettings
+
+    def __post_init__(self) -> None:
+        if not self.prompt_ids:
+            raise ValueError("a request needs at least one prompt token")
+        if self.settings.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be >= 1")
+
+
+@dataclass
+class SchedulerStats:
+    """Counters for tests and benchmarks."""
+
+    requests: int = 0
+    batches: int = 0
+    forward_passes: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+
+
+class TokenStream:
+    """The text of one request, piece by piece, as the scheduler produces it.
+
+    Iterate it (blocking) for the pieces; afterwards `text`, `finish_reason` ("stop",
+    "length" or "cancelled") and `completion_tokens` describe the result. An error in the
+    batch is raised to every request of that batch.
+    """
+
+    def __init__(self, request: GenerationRequest) -> None:
+        self.request = request
+        self.text = ""
+        self.finish_reason: str | None = None
+        self.completion_tokens = 0
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._cancelled = threading.Event()
+
+    def __iter__(self) -> Iterator[str]:
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            self.text += item
+            yield item
+
+    def cancel(self) -> None:
+        """Stop generating this request (its row leaves the batch at the next step)."""
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def _put(self, piece: str) -> None:
+        if piece:
+            self._queue.put(piece)
+
+    def _finish(self, reason: str, tokens: int) -> None:
+        self.finish_reason, self.completion_tokens = reason, tokens
+        self._queue.put(_END)
+
+    def _fail(self, error: BaseException) -> None:
+        self._queue.put(error)
+
+
+class BatchScheduler:
+    """Collects requests from any thread and generates them in mixed-character batches."""
+
+    def __init__(self, model: NeekoModel, tokenizer, max_batch: int = 8,
+                 window_s: float = 0.02, stop_ids: Sequence[int] | None = None) -> None:
+        """`stop_ids`: tokens that end a reply (default: end of turn and end of text)."""
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch = max_batch
+        self.window_s = window_s
+        self.stats = SchedulerStats()
+        self._stop_ids = list(stop_token_ids(tokenizer) if stop_ids is None else stop_ids)
+        self._pending: deque[TokenStream] = deque()
+        self._wakeup = threading.Condition()
+        self._closed = False
+        self._worker = threading.Thread(target=self._run, name="neeko-scheduler", daemon=True)
+        self._worker.start()
+
+    def submit(self, request: GenerationRequest) -> TokenStream:
+        """Queue one request; iterate the returned stream for its text."""
+        return self.submit_many([request])[0]
+
+    def submit_many(self, requests: Sequence[GenerationRequest]) -> list[TokenStream]:
+        """Queue requests together: they share a batch (up to `max_batch`)."""
+        streams = [TokenStream(request) for request in requests]
+        with self._wakeup:
+            if self._closed:
+                raise RuntimeError("the scheduler is closed")
+            self._pending.extend(streams)
+            self.stats.requests += len(streams)
+            self._wakeup.notify()
+        return streams
+
+    def close(self) -> None:
+        """Stop the worker after the batch in progress; requests still waiting are failed."""
+        with self._wakeup:
+            self._closed = True
+            self._wakeup.notify()
+        self._worker.join()
+        for stream in self._pending:
+            stream._fail(RuntimeError("the scheduler was closed"))
+        self._pending.clear()
+
+    # ---- worker -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            try:
+                self._generate(batch)
+            except Exception as err:  # reported to every waiting request, worker keeps going
+                log.exception("batch generation failed")
+                for stream in batch:
+                    if stream.finish_reason is None:
+                        stream._fail(err)
+
+    def _next_batch(self) -> list[TokenStream] | None:
+        """Wait for a request, then up to `window_s` for more; None once closed."""
+        with self._wakeup:
+            while not self._pending and not self._closed:
+                self._wakeup.wait()
+            deadline = time.monotonic() + self.window_s
+            while len(self._pending) < self.max_batch and not self._closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._wakeup.wait(remaining)
+            if self._closed:
+                return None
+            take = min(self.max_batch, len(self._pending))
+            return [self._pending.popleft() for _ in range(take)]
+
+    @torch.no_grad()
+    def _generate(self, batch: list[TokenStream]) -> None:
+        """Decode `batch` to the end: one forward pass per step for all unfinished rows."""
+        device = self.model.keys.device
+        rows = [RowDecoder(self.tokenizer, s.request.prompt_ids, s.request.settings,
+                           self._stop_ids) for s in batch]
+        width = max(len(s.request.prompt_ids) for s in batch)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(s.request.prompt_ids))
+                                  + list(s.request.prompt_ids) for s in batch], device=device)
+        mask = (torch.arange(width, device=device)
+                >= torch.tensor([width - len(s.request.prompt_ids) for s in batch],
+                                device=device)[:, None]).long()
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        active = list(range(len(batch)))
+        self.stats.batches += 1
+        self.stats.batch_sizes.append(len(batch))
+        cache = None
+        while True:
+            output = self.model(input_ids, gate=self._gate([batch[i] for i in active]),
+                                attention_mask=mask, position_ids=positions,
+                                past_key_values=cache, use_cache=True, logits_to_keep=1)
+            self.stats.forward_passes += 1
+            cache = output.past_key_values
+            logits = output.logits[:, -1, :]
+            tokens = []
+            for slot, i in enumerate(active):
+                row, stream = rows[i], batch[i]
+                tokens.append(row.choose(logits[slot]))
+                if stream.cancelled and row.finish_reason is None:
+                    row.finish_reason = "cancelled"
+                stream._put(row.new_text())
+                if row.finish_reason is not None:
+                    stream._finish(row.finish_reason, len(row.generated))
+            keep = [slot for slot, i in enumerate(active) if rows[i].finish_reason is None]
+            if not keep:
+                return
+            if len(keep) < len(active):
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+                mask, positions = mask[index], positions[index]
+                tokens = [tokens[slot] for slot in keep]
+                active = [active[slot] for slot in keep]
+            input_ids = torch.tensor(tokens, device=device)[:, None]
+            mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
+            positions = positions[:, -1:] + 1
+
+    def _gate(self, streams: list[TokenStream]) -> Gate | None:
+        if self.model.num_blocks == 0:
+            return None
+        return Gate.from_rows([s.request.gate for s in streams])

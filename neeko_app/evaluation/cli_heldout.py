@@ -1,0 +1,53 @@
+"""`neeko eval-heldout` in a terminal: one tqdm bar per stage, a Markdown report, JSON out."""
+
+from __future__ import annotations
+
+import argparse
+
+from tqdm import tqdm
+
+from neeko_app.chat.generation import DecodingSettings
+from neeko_app.config import Settings
+from neeko_app.evaluation.heldout import HeldoutOptions, format_report, run_heldout_evaluation
+from neeko_app.runtime import load_runtime
+from neeko_app.storage import atomic_write_json
+
+
+class StageBars:
+    """A progress callback `(stage, done, total)` that shows one tqdm bar per stage."""
+
+    def __init__(self) -> None:
+        self.stage: str | None = None
+        self.bar: tqdm | None = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage != self.stage:
+            self.close()
+            self.stage, self.bar = stage, tqdm(total=total, desc=stage)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_heldout_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Evaluate the chosen characters (default: all with a trained block) and print a report."""
+    runtime = load_runtime(settings)
+    slugs = args.characters or list(runtime.model.block_names)
+    if not slugs:
+        raise ValueError("no character has a trained block yet; run `neeko train` first")
+    options = HeldoutOptions(
+        limit=args.limit, batch_size=args.batch_size, perplexity=not args.no_perplexity,
+        systems=tuple(args.systems),
+        decoding=DecodingSettings(max_new_tokens=args.max_new_tokens, temperature=0.0))
+    bars = StageBars()
+    try:
+        report = run_heldout_evaluation(runtime, slugs, options, bars)
+    finally:
+        bars.close()
+    print(format_report(report))
+    if args.out:
+        atomic_write_json(args.out, report.to_dict())
+        print(f"\nreport with every reply written to {args.out}")
+    return 0

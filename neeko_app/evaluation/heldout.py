@@ -1,0 +1,185 @@
+"""`neeko eval-heldout`: perplexity matrix and role identification on the held-out sets.
+
+Two systems answer the held-out questions: `blocks` (the short header of training and the
+character's own block, or its fusion gate) and `profile-prompt` (the bare base model with
+the character's card written into the prompt: the in-context baseline).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from neeko_app.characters.card import Character
+from neeko_app.chat.generation import DecodingSettings
+from neeko_app.chat.prompt import Turn, character_header, render_prompt
+from neeko_app.chat.scheduler import BatchScheduler, GenerationRequest, gate_row
+from neeko_app.evaluation import HELDOUT_SYSTEMS
+from neeko_app.evaluation.perplexity import diagonal_is_row_minimum, perplexity_matrix
+from neeko_app.evaluation.role_identification import identify, profile_embedding
+from neeko_app.runtime import Runtime
+from neeko_app.training.data import Conversation, character_examples, load_dialogues
+
+ProgressCallback = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class HeldoutOptions:
+    """How much to evaluate and how to decode (greedy by default: reproducible)."""
+
+    limit: int | None = None  # held-out conversations per character (None: all)
+    batch_size: int = 8
+    max_tokens: int = 384
+    perplexity: bool = True
+    systems: tuple[str, ...] = HELDOUT_SYSTEMS
+    decoding: DecodingSettings = DecodingSettings(max_new_tokens=64, temperature=0.0)
+
+
+@dataclass
+class Answer:
+    character: str
+    system: str
+    question: str
+    reply: str
+    identified_as: str | None
+
+
+@dataclass
+class HeldoutReport:
+    characters: list[str]
+    perplexity: list[list[float]] | None = None
+    answers: list[Answer] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def accuracy(self, system: str, character: str | None = None) -> float:
+        """Share of `system`'s replies identified as their own character."""
+        picked = [a for a in self.answers
+                  if a.system == system and character in (None, a.character)]
+        return sum(a.identified_as == a.character for a in picked) / max(1, len(picked))
+
+    def to_dict(self) -> dict:
+        systems = sorted({a.system for a in self.answers})
+        return {
+            "characters": self.characters,
+            "perplexity": self.perplexity,
+            "diagonal_is_row_minimum": (diagonal_is_row_minimum(torch.tensor(self.perplexity))
+                                        if self.perplexity else None),
+            "role_identification": {
+                system: {"overall": self.accuracy(system),
+                         **{c: self.accuracy(system, c) for c in self.characters}}
+                for system in systems},
+            "seconds": self.seconds,
+            "answers": [vars(a) for a in self.answers],
+        }
+
+
+def profile_prompt_header(character: Character) -> str:
+    """The in-context baseline's header: the character's card written out in the prompt."""
+    parts = [character_header(character), f"Personality: {character.personality}"]
+    if character.speaking_style:
+        parts.append(f"Speaking style: {character.speaking_style}")
+    parts.append(f"Scenario: {character.scenario}")
+    if character.example_lines:
+        parts.append("Example lines:\n" + "\n".join(f"- {x}" for x in character.example_lines))
+    parts.append("Stay in character and answer as this person would.")
+    return "\n".join(parts)
+
+
+def heldout_conversations(character: Character, limit: int | None) -> list[Conversation]:
+    """The held-out set, or `limit` conversations spread evenly over it (files are grouped
+    by topic, so the first few would all be about one thing)."""
+    conversations = load_dialogues(character.folder / "heldout.jsonl")
+    if not limit or limit >= len(conversations):
+        return conversations
+    return [conversations[i * len(conversations) // limit] for i in range(limit)]
+
+
+def _answer_all(runtime: Runtime, characters: Sequence[Character], system: str,
+                options: HeldoutOptions, progress: ProgressCallback) -> list[Answer]:
+    """Every held-out opening question answered by `system`, batched across characters."""
+    tokenizer = runtime.base.tokenizer
+    rows = [(character, conversation.turns[0].text)
+            for character in characters
+            for conversation in heldout_conversations(character, options.limit)]
+    requests = []
+    for character, question in rows:
+        if system == "blocks":
+            header, gate = character_header(character), runtime.gate_for(character)
+        else:
+            header, gate = profile_prompt_header(character), None
+        prompt = render_prompt(header, [Turn("user", question)])
+        ids = tuple(tokenizer(prompt, add_special_tokens=False).input_ids)
+        requests.append(GenerationRequest(ids, gate_row(gate), options.decoding))
+    scheduler = BatchScheduler(runtime.model, tokenizer, max_batch=options.batch_size)
+    try:
+        replies = []
+        for stream in scheduler.submit_many(requests):
+            replies.append("".join(stream).strip())
+            progress(f"replies ({system})", len(replies), len(rows))
+    finally:
+        scheduler.close()
+    profiles = torch.stack([profile_embedding(c) for c in characters])
+    slugs = [c.slug for c in characters]
+    return [Answer(c.slug, system, q, reply, slugs[k] if k >= 0 else None)
+            for (c, q), reply, k in zip(rows, replies, identify(replies, profiles), strict=True)]
+
+
+def run_heldout_evaluation(
+    runtime: Runtime, slugs: Sequence[str], options: HeldoutOptions = HeldoutOptions(),
+    progress: ProgressCallback = lambda stage, done, total: None,
+) -> HeldoutReport:
+    """Score `slugs` on their held-out sets: perplexity matrix, then role identification."""
+    started = time.perf_counter()
+    characters = [runtime.character(slug) for slug in slugs]
+    report = HeldoutReport([c.slug for c in characters])
+    if options.perplexity:
+        missing = [c.slug for c in characters if c.slug not in runtime.model.block_names]
+        if missing:
+            raise ValueError(f"the perplexity matrix needs a trained block for: {missing}")
+        tokenizer = runtime.base.tokenizer
+        examples = {c.slug: character_examples(c, heldout_conversations(c, options.limit),
+                                               tokenizer, options.max_tokens)
+                    for c in characters}
+        total = sum(-(-len(e) // options.batch_size) for e in examples.values()) * len(slugs)
+        done = 0
+
+        def tick() -> None:
+            nonlocal done
+            done += 1
+            progress("perplexity", done, total)
+
+        matrix = perplexity_matrix(runtime.model, examples, report.characters,
+                                   tokenizer.pad_token_id, options.batch_size, tick)
+        report.perplexity = matrix.tolist()
+    for system in options.systems:
+        report.answers += _answer_all(runtime, characters, system, options, progress)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def format_report(report: HeldoutReport) -> str:
+    """Markdown tables: the perplexity matrix and role-identification accuracy."""
+    lines = []
+    names = report.characters
+    if report.perplexity:
+        lines += ["Perplexity of each character's held-out replies (rows) under each block "
+                  "(columns); * marks the row minimum", "",
+                  "| data \\ block | " + " | ".join(names) + " |",
+                  "|---" * (len(names) + 1) + "|"]
+        for name, row in zip(names, report.perplexity, strict=True):
+            low = min(row)
+            cells = [f"{v:.2f}{'*' if v == low else ''}" for v in row]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    systems = sorted({a.system for a in report.answers})
+    if systems:
+        lines += ["Role identification accuracy (reply nearest its own profile)", "",
+                  "| character | " + " | ".join(systems) + " |", "|---" * (len(systems) + 1)
+                  + "|"]
+        for name in [*names, None]:
+            cells = [f"{report.accuracy(s, name):.2f}" for s in systems]
+            lines.append(f"| {name or '**overall**'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

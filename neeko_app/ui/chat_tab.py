@@ -1,0 +1,220 @@
+"""The Chat tab: pick a character (or a group), chat with streamed replies, see what memory
+retrieved, resume saved sessions, export a character as a card."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import gradio as gr
+
+from neeko_app.characters.card import CharacterError
+from neeko_app.chat.engine import ChatEngine
+from neeko_app.chat.reply import Reply
+from neeko_app.chat.session import ChatSession, SessionError
+from neeko_app.ui.avatars import avatar_path
+from neeko_app.ui.cards import export_card
+from neeko_app.ui.views import (
+    chat_messages,
+    memory_markdown,
+    session_choices,
+    title_markdown,
+)
+
+log = logging.getLogger(__name__)
+
+USER_ERRORS = (SessionError, CharacterError, ValueError)
+PICKER_PAGE = 12
+
+
+class ChatTab:
+    """Builds the tab's components (inside a `gr.Blocks`) and wires its events."""
+
+    def __init__(self, engine: ChatEngine, data_dir: Path) -> None:
+        self.engine = engine
+        self.data_dir = data_dir
+        self.session = gr.State(None)
+        self.slugs = gr.State(list(engine.runtime.characters))
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2, min_width=300):
+                self.picker_table = gr.Dataset(
+                    components=[gr.Image(visible=False), gr.Markdown(visible=False)],
+                    samples=self._picker_samples(), type="index", layout="table",
+                    samples_per_page=PICKER_PAGE, label="Characters", elem_id="picker")
+                with gr.Accordion("Group scene", open=False):
+                    self.cast = gr.Dropdown(self._choices(), multiselect=True, label="Characters",
+                                            info="two or more", elem_id="cast")
+                    start_scene = gr.Button("Start scene")
+                with gr.Accordion("Saved sessions", open=False):
+                    self.saved = gr.Dropdown([], label="Session", elem_id="saved")
+                    resume = gr.Button("Resume")
+                with gr.Accordion("Export a character card", open=False):
+                    self.export_pick = gr.Dropdown(self._choices(), label="Character",
+                                                   elem_id="export-pick")
+                    export = gr.Button("Export PNG + JSON")
+                    card_files = gr.File(label="Card files", file_count="multiple",
+                                         interactive=False, elem_id="card-files")
+            with gr.Column(scale=5):
+                self.title = gr.Markdown("### Pick a character to start", elem_id="chat-title")
+                self.chatbot = gr.Chatbot(height=460, show_label=False, elem_id="chat",
+                                          group_consecutive_messages=False,
+                                          buttons=["copy", "copy_all"],
+                                          placeholder="Pick a character on the left.")
+                self.message = gr.Textbox(show_label=False, placeholder="Say something…",
+                                          elem_id="message", submit_btn=True)
+                with gr.Row():
+                    regenerate = gr.Button("↻ Regenerate", size="sm", min_width=80)
+                    undo = gr.Button("↶ Undo", size="sm", min_width=80)
+                    clear = gr.Button("Clear", size="sm", min_width=80)
+                    new = gr.Button("New session", size="sm", min_width=80)
+            with gr.Column(scale=2, min_width=240), gr.Accordion("Memory for the last reply"):
+                self.memory = gr.Markdown(self._memory([]), elem_id="memory")
+
+        self.picker = [self.picker_table, self.slugs, self.cast, self.export_pick]
+        self.view = [self.session, self.chatbot, self.title, self.memory]
+        self.stream_outputs = [self.message, self.session, self.chatbot, self.memory, self.saved]
+
+        self.picker_table.click(self._pick, [self.picker_table, self.slugs], self.view)
+        start_scene.click(self._start_scene, self.cast, self.view)
+        resume.click(self._resume, self.saved, self.view)
+        export.click(self._export, self.export_pick, card_files)
+        self.message.submit(self._send, [self.message, self.session], self.stream_outputs)
+        regenerate.click(self._regenerate, self.session, self.stream_outputs)
+        undo.click(self._undo, self.session, self.view)
+        clear.click(self._clear, self.session, self.view)
+        self.chatbot.clear(self._clear, self.session, self.view)  # the chatbot's own 🗑
+        new.click(self._new, self.session, self.view)
+
+    # ---- what the components show --------------------------------------------------------
+
+    def _picker_samples(self) -> list[list[str]]:
+        return [[str(avatar_path(c, self.data_dir)), f"**{c.name}**  \n{c.description}"]
+                for c in list(self.engine.runtime.characters.values())]
+
+    def _choices(self) -> list[tuple[str, str]]:
+        return [(c.name, slug) for slug, c in list(self.engine.runtime.characters.items())]
+
+    def _memory(self, replies: list[Reply]) -> str:
+        names = self.engine.runtime.characters
+        return memory_markdown([(names[r.character].name, r.context) for r in replies],
+                               self.engine.memory is not None)
+
+    def picker_values(self) -> tuple:
+        """Fresh values for `self.picker` (after a character was added, or on page load)."""
+        choices = self._choices()
+        return (gr.Dataset(samples=self._picker_samples()), [slug for _, slug in choices],
+                gr.Dropdown(choices=choices), gr.Dropdown(choices=choices))
+
+    def saved_sessions(self) -> gr.Dropdown:
+        """The saved-sessions dropdown with the sessions that can be resumed now."""
+        return gr.Dropdown(choices=session_choices(self.engine.sessions,
+                                                   self.engine.runtime.characters))
+
+    def show(self, session: ChatSession, replies: list[Reply] | None = None) -> tuple:
+        """Values for `self.view` showing `session`."""
+        characters = self.engine.runtime.characters
+        avatar = (None if session.is_group
+                  else str(avatar_path(characters[session.character], self.data_dir)))
+        return (session,
+                gr.Chatbot(chat_messages(session, characters), avatar_images=(None, avatar)),
+                title_markdown(session, characters), self._memory(replies or []))
+
+    def open(self, slugs: list[str]) -> tuple:
+        """Values for `self.view` with a new session of `slugs` (greetings shown)."""
+        return self.show(self.engine.open_session(slugs))
+
+    # ---- events --------------------------------------------------------------------------
+
+    def _pick(self, index: int, slugs: list[str]) -> tuple:
+        return self.open([slugs[index]])
+
+    def _start_scene(self, cast: list[str] | None) -> tuple:
+        if not cast or len(cast) < 2:
+            gr.Warning("A group scene needs at least two characters.")
+            return (gr.skip(),) * len(self.view)
+        return self.open(list(cast))
+
+    def _resume(self, session_id: str | None) -> tuple:
+        if not session_id:
+            gr.Warning("Choose a saved session first.")
+            return (gr.skip(),) * len(self.view)
+        try:
+            return self.show(self.engine.load_session(session_id))
+        except SessionError as err:
+            gr.Warning(str(err))
+            return (gr.skip(),) * len(self.view)
+
+    def _export(self, slug: str | None) -> list[str] | None:
+        if not slug or slug not in self.engine.runtime.characters:
+            gr.Warning("Choose a character to export.")
+            return None
+        character = self.engine.runtime.characters[slug]
+        image = avatar_path(character, self.data_dir).read_bytes()
+        out = Path(tempfile.mkdtemp(prefix="neeko-card-"))
+        try:
+            return [str(p) for p in export_card(character, image, out)]
+        except CharacterError as err:
+            gr.Warning(str(err))
+            return None
+
+    def _send(self, message: str, session: ChatSession | None) -> Iterator[tuple]:
+        yield from self._replies(session, lambda s: self.engine.send(s, message))
+
+    def _regenerate(self, session: ChatSession | None) -> Iterator[tuple]:
+        yield from self._replies(session, self.engine.regenerate)
+
+    def _replies(self, session: ChatSession | None,
+                 start: Callable[[ChatSession], list[Reply]]) -> Iterator[tuple]:
+        """Start replies with `start(session)` and stream them (a warning if that fails)."""
+        try:
+            session = _picked(session)
+            replies = start(session)
+        except USER_ERRORS as err:
+            gr.Warning(str(err))
+            yield (gr.skip(),) * len(self.stream_outputs)
+            return
+        yield from self._stream(session, replies)
+
+    def _stream(self, session: ChatSession, replies: list[Reply]) -> Iterator[tuple]:
+        """Show the replies as they are generated, one speaker after the other."""
+        characters = self.engine.runtime.characters
+        memory = self._memory(replies)
+        done: list[tuple[str, str]] = []
+        try:
+            for reply in replies:
+                for _ in reply:
+                    pending = [*done, (reply.character, reply.text)]
+                    yield ("", session, chat_messages(session, characters, pending), memory,
+                           gr.skip())
+                done.append((reply.character, reply.text))
+        except Exception as err:  # shown to the user; the message stays, regenerate retries
+            log.exception("reply generation failed")
+            gr.Warning(f"The reply failed ({type(err).__name__}); try ↻ Regenerate.")
+        yield ("", session, chat_messages(session, characters), memory, self.saved_sessions())
+
+    def _undo(self, session: ChatSession | None) -> tuple:
+        return self._change(session, self.engine.undo)
+
+    def _clear(self, session: ChatSession | None) -> tuple:
+        return self._change(session, self.engine.reset)
+
+    def _new(self, session: ChatSession | None) -> tuple:
+        return self._change(session, lambda s: self.engine.open_session(s.characters))
+
+    def _change(self, session: ChatSession | None,
+                operation: Callable[[ChatSession], ChatSession | None]) -> tuple:
+        """Apply `operation`; show the session it returns (else the same one)."""
+        try:
+            return self.show(operation(_picked(session)) or session)
+        except USER_ERRORS as err:
+            gr.Warning(str(err))
+            return (gr.skip(),) * len(self.view)
+
+
+def _picked(session: ChatSession | None) -> ChatSession:
+    """`session`, or SessionError when no character was picked yet."""
+    if session is None:
+        raise SessionError("Pick a character first.")
+    return session

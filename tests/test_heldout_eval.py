@@ -1,0 +1,127 @@
+"""Held-out evaluation: perplexity matrix, role identification, report and CLI (tiny model)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from neeko_app.characters.registry import discover_characters
+from neeko_app.cli import main
+from neeko_app.config import Settings
+from neeko_app.evaluation.heldout import (
+    HeldoutOptions,
+    format_report,
+    profile_prompt_header,
+    run_heldout_evaluation,
+)
+from neeko_app.evaluation.perplexity import diagonal_is_row_minimum, perplexity_matrix
+from neeko_app.evaluation.role_identification import identify, profile_embedding
+from neeko_app.runtime import load_runtime
+from neeko_app.training.data import character_examples, collate, load_dialogues
+from neeko_app.training.loop import reply_loss
+from neeko_app.training.trainer import TrainingConfig
+from neeko_app.training.workflows import TrainingJob, pretrain
+
+SHIPPED = Path(__file__).resolve().parents[1] / "characters"
+WORDS = {"miller": "flour wheel grain", "sailor": "wave rope anchor"}
+
+
+def write_speaker(root: Path, slug: str) -> None:
+    """A character who always talks about the same three words (easy to tell apart)."""
+    folder = root / slug
+    folder.mkdir()
+    card = {"name": slug.title(), "slug": slug, "description": f"a {slug}.",
+            "personality": "plain", "scenario": "A village.", "greeting": "Hello.",
+            "example_lines": [WORDS[slug]]}
+    (folder / "character.json").write_text(json.dumps(card))
+    (folder / "profile.md").write_text(f"# {slug}\n\nA {slug} who speaks of {WORDS[slug]}.\n")
+    for name, count in (("dialogues.jsonl", 24), ("heldout.jsonl", 4)):
+        rows = [{"id": f"{slug}-{name}-{i}", "turns": [
+            {"role": "user", "text": f"Tell me something, number {i}."},
+            {"role": "character", "text": f"{WORDS[slug]} {WORDS[slug]}."}]} for i in range(count)]
+        (folder / name).write_text("\n".join(json.dumps(r) for r in rows))
+
+
+@pytest.fixture(scope="module")
+def trained_settings(tmp_path_factory) -> Settings:
+    root = tmp_path_factory.mktemp("eval")
+    (root / "characters").mkdir()
+    for slug in WORDS:
+        write_speaker(root / "characters", slug)
+    settings = Settings(base_model="tiny", device="cpu", characters_dir=root / "characters",
+                        cache_dir=root / "cache")
+    config = TrainingConfig(epochs=1, batch_size=8, lr=1e-2, max_tokens=128, checkpoint_every=100)
+    pretrain(settings, list(WORDS), TrainingJob(config))
+    return settings
+
+
+def test_matrix_entries_are_the_token_weighted_perplexity(trained_settings):
+    runtime = load_runtime(trained_settings, report=lambda _: None)
+    miller = runtime.character("miller")
+    examples = character_examples(
+        miller, load_dialogues(miller.folder / "heldout.jsonl"), runtime.base.tokenizer, 128)
+    matrix = perplexity_matrix(runtime.model, {"miller": examples}, ["miller", "sailor"],
+                               runtime.base.tokenizer.pad_token_id, batch_size=3)
+    batch = collate(examples, runtime.base.tokenizer.pad_token_id)  # all equal length
+    for j, block in enumerate(["miller", "sailor"]):
+        batch.blocks = [block] * len(examples)
+        with torch.no_grad():
+            expected = math.exp(reply_loss(runtime.model, batch).item())
+        assert matrix[0, j].item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_report_covers_every_character_and_system(trained_settings):
+    # (the tiny random model cannot learn enough to separate characters: the shipped blocks
+    # are checked for that on the real model in test_shipped_characters.py)
+    runtime = load_runtime(trained_settings, report=lambda _: None)
+    report = run_heldout_evaluation(runtime, ["miller", "sailor"],
+                                    HeldoutOptions(systems=("blocks",)))
+    assert torch.tensor(report.perplexity).shape == (2, 2)
+    assert len(report.answers) == 8 and {a.system for a in report.answers} == {"blocks"}
+    assert all(a.identified_as in (None, "miller", "sailor") for a in report.answers)
+    data = report.to_dict()
+    assert len(data["diagonal_is_row_minimum"]) == 2
+    accuracy = data["role_identification"]["blocks"]
+    assert accuracy["overall"] == sum(
+        a.identified_as == a.character for a in report.answers) / len(report.answers)
+    assert "| miller | " in format_report(report)
+
+
+def test_diagonal_check_flags_a_row_won_by_another_block():
+    assert diagonal_is_row_minimum(torch.tensor([[1.0, 2.0], [1.5, 3.0]])) == [True, False]
+
+
+def test_role_identification_picks_the_matching_profile():
+    characters = discover_characters(SHIPPED).characters
+    slugs = ["beethoven", "newton", "spartacus"]
+    profiles = torch.stack([profile_embedding(characters[s]) for s in slugs])
+    replies = ["My symphonies and sonatas I wrote even as my hearing failed me in Vienna.",
+               "Gravity and the laws of motion, set out in my Principia, explain the orbits.",
+               "We broke out of the gladiator school at Capua and fought the legions.",
+               "   "]
+    assert identify(replies, profiles) == [0, 1, 2, -1]
+
+
+def test_profile_prompt_header_carries_the_card():
+    character = discover_characters(SHIPPED).characters["socrates"]
+    header = profile_prompt_header(character)
+    assert character.personality in header and character.example_lines[0] in header
+
+
+def test_cli_writes_the_report(trained_settings, tmp_path, capsys):
+    out = tmp_path / "report.json"
+    code = main(["eval-heldout", "--base-model", "tiny", "--device", "cpu",
+                 "--characters-dir", str(trained_settings.characters_dir),
+                 "--cache-dir", str(trained_settings.cache_dir), "--limit", "2",
+                 "--max-new-tokens", "8", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Perplexity" in printed and "Role identification" in printed
+    report = json.loads(out.read_text())
+    assert report["characters"] == ["miller", "sailor"]
+    assert len(report["answers"]) == 2 * 2 * 2  # characters x limit x systems
+    assert set(report["role_identification"]) == {"blocks", "profile-prompt"}
