@@ -18,6 +18,7 @@ from neeko_app.api import create_app
 from neeko_app.chat.engine import ChatEngine, ContextLimits
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.prompt import Turn
+from neeko_app.chat.scheduler import BatchScheduler
 from tests.test_memory import free_port
 from tests.tiny_characters import make_tiny_runtime
 
@@ -28,10 +29,15 @@ DECODING = DecodingSettings(max_new_tokens=10, temperature=0)
 KEY = "sekret-key"
 
 
+def endless_scheduler(runtime) -> BatchScheduler:
+    """No stop tokens: a random model's reply could otherwise be empty (and not remembered)."""
+    return BatchScheduler(runtime.model, runtime.base.tokenizer, stop_ids=[])
+
+
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory) -> Iterator[ChatEngine]:
     runtime = make_tiny_runtime(tmp_path_factory.mktemp("api"), TRAINED, FUSED)
-    engine = ChatEngine(runtime, None, DECODING,
+    engine = ChatEngine(runtime, None, DECODING, scheduler=endless_scheduler(runtime),
                         limits=ContextLimits(context_tokens=1024, max_reply_tokens=16))
     yield engine
     engine.close()
@@ -228,7 +234,8 @@ class RecordingMemory:
 
 def test_the_session_key_comes_from_the_header_else_the_user_field(engine):
     memory = RecordingMemory()
-    remembering = ChatEngine(engine.runtime, memory, DECODING)
+    remembering = ChatEngine(engine.runtime, memory, DECODING,
+                             scheduler=endless_scheduler(engine.runtime))
     try:
         http = TestClient(create_app(remembering))  # no API key: open
         history = [*user("First."), {"role": "assistant", "content": "Yes."},

@@ -20,6 +20,7 @@ from neeko_app.characters.card import character_from_dict
 from neeko_app.characters.tavern import LoreEntry, card_to_png
 from neeko_app.chat.engine import ChatEngine, ContextLimits
 from neeko_app.chat.generation import DecodingSettings
+from neeko_app.chat.scheduler import BatchScheduler
 from neeko_app.chat.session import SessionStore
 from neeko_app.config import PROJECT_ROOT
 from neeko_app.memory import MemoryStore
@@ -71,8 +72,11 @@ def app(tmp_path_factory) -> Iterator[tuple[str, ChatEngine]]:
     runtime = load_runtime(runtime.settings, report=lambda _: None)
     memory = MemoryStore.open(root / "memory")
     index_characters(memory, runtime.characters.values())
+    # no stop tokens: a random model's reply could otherwise end before its first word
+    scheduler = BatchScheduler(runtime.model, runtime.base.tokenizer, stop_ids=[])
     engine = ChatEngine(runtime, memory, DECODING, sessions=SessionStore(root / "sessions"),
-                        limits=ContextLimits(context_tokens=1024, max_reply_tokens=32))
+                        limits=ContextLimits(context_tokens=1024, max_reply_tokens=32),
+                        scheduler=scheduler)
     demo = build_app(engine, runtime.settings)
     port = free_port()
     launch(demo, runtime.settings, "127.0.0.1", port, block=False)
