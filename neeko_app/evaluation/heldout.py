@@ -97,13 +97,15 @@ def heldout_conversations(character: Character, limit: int | None) -> list[Conve
     return [conversations[i * len(conversations) // limit] for i in range(limit)]
 
 
-def _answer_all(runtime: Runtime, characters: Sequence[Character], system: str,
-                options: HeldoutOptions, progress: ProgressCallback) -> list[Answer]:
-    """Every held-out opening question answered by `system`, batched across characters."""
+def _answer_all(runtime: Runtime, heldout: dict[Character, list[Conversation]],
+                profiles: torch.Tensor, system: str, options: HeldoutOptions,
+                progress: ProgressCallback) -> list[Answer]:
+    """Every held-out opening question answered by `system`, batched across characters;
+    each reply identified against `profiles` (one row per character of `heldout`)."""
     tokenizer = runtime.base.tokenizer
     rows = [(character, conversation.turns[0].text)
-            for character in characters
-            for conversation in heldout_conversations(character, options.limit)]
+            for character, conversations in heldout.items()
+            for conversation in conversations]
     requests = []
     for character, question in rows:
         if system == "blocks":
@@ -121,8 +123,7 @@ def _answer_all(runtime: Runtime, characters: Sequence[Character], system: str,
             progress(f"replies ({system})", len(replies), len(rows))
     finally:
         scheduler.close()
-    profiles = torch.stack([profile_embedding(c) for c in characters])
-    slugs = [c.slug for c in characters]
+    slugs = [c.slug for c in heldout]
     return [Answer(c.slug, system, q, reply, slugs[k] if k >= 0 else None)
             for (c, q), reply, k in zip(rows, replies, identify(replies, profiles), strict=True)]
 
@@ -135,14 +136,14 @@ def run_heldout_evaluation(
     started = time.perf_counter()
     characters = [runtime.character(slug) for slug in slugs]
     report = HeldoutReport([c.slug for c in characters])
+    heldout = {c: heldout_conversations(c, options.limit) for c in characters}
     if options.perplexity:
         missing = [c.slug for c in characters if c.slug not in runtime.model.block_names]
         if missing:
             raise ValueError(f"the perplexity matrix needs a trained block for: {missing}")
         tokenizer = runtime.base.tokenizer
-        examples = {c.slug: character_examples(c, heldout_conversations(c, options.limit),
-                                               tokenizer, options.max_tokens)
-                    for c in characters}
+        examples = {c.slug: character_examples(c, conversations, tokenizer, options.max_tokens)
+                    for c, conversations in heldout.items()}
         total = sum(-(-len(e) // options.batch_size) for e in examples.values()) * len(slugs)
         done = 0
 
@@ -154,8 +155,10 @@ def run_heldout_evaluation(
         matrix = perplexity_matrix(runtime.model, examples, report.characters,
                                    tokenizer.pad_token_id, options.batch_size, tick)
         report.perplexity = matrix.tolist()
-    for system in options.systems:
-        report.answers += _answer_all(runtime, characters, system, options, progress)
+    if options.systems:
+        profiles = torch.stack([profile_embedding(c) for c in characters])
+        for system in options.systems:
+            report.answers += _answer_all(runtime, heldout, profiles, system, options, progress)
     report.seconds = time.perf_counter() - started
     return report
 
