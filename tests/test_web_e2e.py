@@ -227,16 +227,22 @@ def test_wizard_adds_a_png_card_by_fusion_with_its_lorebook(page, app, tmp_path)
     expect(page.locator("#picker")).to_contain_text("Mira Vance")
 
 
+def read_profile_and_transcript(page, tmp_path: Path, name: str, conversations: int) -> None:
+    """Wizard step 1: a Markdown profile of `name` and a `Name: line` transcript, read."""
+    stem = name.split()[0]
+    (tmp_path / f"{stem}.md").write_text(PROFILE.format(name=name))
+    (tmp_path / f"{stem}.txt").write_text(transcript(stem, conversations))
+    page.get_by_role("tab", name="Add character").click()
+    upload(page, "#card-file", tmp_path / f"{stem}.md")
+    upload(page, "#dialogues-file", tmp_path / f"{stem}.txt")
+    page.locator("#read").click()
+    expect(page.locator("#read-notes")).to_contain_text(f"{conversations} example conversations")
+
+
 def test_wizard_trains_a_new_block_from_a_profile_and_a_transcript(page, app, tmp_path):
     url, engine = app
-    (tmp_path / "tycho.md").write_text(PROFILE.format(name="Tycho Brahe"))
-    (tmp_path / "tycho.txt").write_text(transcript("Tycho", 6))
     blocks_before = list(engine.runtime.model.block_names)
-    page.get_by_role("tab", name="Add character").click()
-    upload(page, "#card-file", tmp_path / "tycho.md")
-    upload(page, "#dialogues-file", tmp_path / "tycho.txt")
-    page.locator("#read").click()
-    expect(page.locator("#read-notes")).to_contain_text("6 example conversations")
+    read_profile_and_transcript(page, tmp_path, "Tycho Brahe", 6)
     expect(page.locator("#field-slug textarea")).to_have_value("tycho-brahe")
     expect(page.locator("#mode input[value=expansion]")).to_be_checked()
     page.locator("#epochs input[type=number]").fill("1")
@@ -255,14 +261,8 @@ def test_wizard_trains_a_new_block_from_a_profile_and_a_transcript(page, app, tm
 
 def test_a_cancelled_training_adds_nothing(page, app, tmp_path):
     url, engine = app
-    (tmp_path / "hipparchus.md").write_text(PROFILE.format(name="Hipparchus"))
-    (tmp_path / "hipparchus.txt").write_text(transcript("Hipparchus", 200))
     blocks_before = list(engine.runtime.model.block_names)
-    page.get_by_role("tab", name="Add character").click()
-    upload(page, "#card-file", tmp_path / "hipparchus.md")
-    upload(page, "#dialogues-file", tmp_path / "hipparchus.txt")
-    page.locator("#read").click()
-    expect(page.locator("#read-notes")).to_contain_text("200 example conversations")
+    read_profile_and_transcript(page, tmp_path, "Hipparchus", 200)
     page.locator("#epochs input[type=number]").fill("10")
     page.locator("#batch-size input[type=number]").fill("1")
     page.locator("#add").click()
