@@ -77,7 +77,7 @@ def test_a_fact_from_turn_2_is_retrieved_into_the_prompt_at_turn_30(runtime, mem
     assert engine.count_tokens(prompt.text) == reply.prompt_tokens <= 900 - GREEDY.max_new_tokens
     remembered = memory.list_session(session.id)
     assert [e.turn for e in remembered] == list(range(1, 31))
-    assert remembered[1].user_text == HYPATIA and remembered[-1].reply_text == reply.text.strip()
+    assert remembered[1].user_text == HYPATIA and remembered[-1].reply_text == reply.finished_text
     assert engine.sessions.load(session.id) == session and len(session.turns) == 60
 
 
@@ -99,7 +99,7 @@ def test_regenerate_undo_edit_and_reset_keep_session_and_memory_in_step(engine, 
     [edited] = engine.edit(session, 0, "My dog is called Rex.")
     edited.result()
     assert session.turns == [Turn("user", "My dog is called Rex."),
-                             Turn("character", edited.text.strip(), "newton")]
+                             Turn("character", edited.finished_text, "newton")]
     assert remembered() == [(1, "My dog is called Rex.")]
     assert engine.load_session(session.id) == session
 
@@ -142,11 +142,13 @@ def test_group_scene_drafts_the_named_characters_in_one_batch(runtime, tmp_path)
         scene = engine.open_session(["ada", "newton", "cleo"])
         batches = engine.scheduler.stats.batches
         replies = engine.send(scene, "Cleopatra and Ada, which of you was braver?")
-        texts = [reply.result() for reply in reversed(replies)][::-1]  # read out of order
+        for reply in reversed(replies):  # read out of order
+            reply.result()
+        texts = [reply.finished_text for reply in replies]
         assert [r.character for r in replies] == ["cleo", "ada"]
         assert engine.scheduler.stats.batches == batches + 1  # one mixed batch
-        assert scene.turns[1:] == [Turn("character", texts[0].strip(), "cleo"),
-                                   Turn("character", texts[1].strip(), "ada")]
+        assert scene.turns[1:] == [Turn("character", texts[0], "cleo"),
+                                   Turn("character", texts[1], "ada")]
         for reply in replies:  # the same request alone gives the same reply
             alone = engine.reply(reply.character, list(reply.prompt.history))
             assert alone.result() == reply.text

@@ -7,6 +7,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from neeko_app.cli import main
 from tests.conftest import write_card
@@ -14,26 +15,36 @@ from tests.test_cli import neeko_exe
 from tests.test_memory import free_port
 
 
+def start_serve(arguments: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """`neeko serve ARGUMENTS` in the background, its output going to `log`."""
+    with log.open("w") as output:
+        return subprocess.Popen([neeko_exe(), "serve", *arguments], env=env, stdout=output,
+                                stderr=subprocess.STDOUT)
+
+
+def wait_for_page(server: subprocess.Popen, url: str, timeout_s: float, log: Path) -> str:
+    """The page at `url` once the `server` process answers (fails if the process dies)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert server.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, f"the app did not answer at {url}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.read().decode()
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.5)
+
+
 def test_serve_answers_on_loopback_with_the_app_page(tmp_path):
     write_card(tmp_path, "tester", "Test Person")
     port = free_port()
     env = os.environ | {"NEEKO_CACHE_DIR": str(tmp_path / "cache"),
                         "NEEKO_SESSIONS_DIR": str(tmp_path / "sessions")}
-    server = subprocess.Popen(
-        [neeko_exe(), "serve", "--base-model", "tiny", "--characters-dir", str(tmp_path),
-         "--port", str(port), "--no-memory"], env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "serve.log"
+    server = start_serve(["--base-model", "tiny", "--characters-dir", str(tmp_path),
+                          "--port", str(port), "--no-memory"], env, log)
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert server.poll() is None, server.communicate()[0]
-            assert time.monotonic() < deadline, "the app did not answer"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
-                    page = response.read().decode()
-                break
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.5)
+        page = wait_for_page(server, f"http://127.0.0.1:{port}/", timeout_s=240, log=log)
         assert "Neeko: role-play chat" in page
     finally:
         server.terminate()

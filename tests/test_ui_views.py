@@ -16,6 +16,7 @@ from neeko_app.chat.context import RetrievedContext
 from neeko_app.chat.engine import ChatEngine
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.prompt import Turn
+from neeko_app.chat.reply import end_cleanly
 from neeko_app.chat.scheduler import BatchScheduler
 from neeko_app.chat.session import ChatSession, SessionStore
 from neeko_app.config import PROJECT_ROOT, Settings
@@ -146,7 +147,7 @@ def test_the_chat_tab_streams_a_reply_piece_by_piece_then_saves_it(tmp_path):
     assert len(growing) >= 2 and all(a != b for a, b in zip(growing, growing[1:], strict=False))
     assert all(b.startswith(a) for a, b in zip(growing, growing[1:], strict=False))
     reply = session.turns[-1]
-    assert reply.role == "character" and reply.text == growing[-1].strip()
+    assert reply.role == "character" and reply.text == end_cleanly(growing[-1])  # length cap
     assert shown[-1][-1]["content"] == reply.text and updates[-1][0] == ""
     assert engine.sessions.load(session.id) == session and memory == MEMORY_OFF
 

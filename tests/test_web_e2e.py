@@ -119,19 +119,48 @@ def bot_messages(page):
     return page.locator("#chat .bot-row")
 
 
+def record_last_reply(page) -> None:
+    """Start recording every text the next new bot message shows, as it changes."""
+    page.evaluate("""() => {
+        window.replyTexts = [];
+        const chat = document.querySelector('#chat');
+        const before = chat.querySelectorAll('.bot-row').length;
+        new MutationObserver(() => {
+            const rows = chat.querySelectorAll('.bot-row');
+            const text = rows.length > before ? rows[before].innerText.trim() : '';
+            if (text && text !== window.replyTexts.at(-1)) window.replyTexts.push(text);
+        }).observe(chat, {childList: true, subtree: true, characterData: true});
+    }""")
+
+
+def recorded_replies(page) -> list[str]:
+    """The texts the last bot message went through since `record_last_reply`."""
+    return page.evaluate("() => window.replyTexts")
+
+
+def assert_streamed(shown: list[str], reply: str) -> None:
+    """The page showed `reply` growing: at least one shorter piece of it before the whole."""
+    def words(text: str) -> str:
+        return re.sub(r"\W", "", text)
+
+    assert shown and words(reply) in words(shown[-1]), (reply, shown)
+    growing = [text for text in shown[:-1] if 0 < len(text) < len(shown[-1])]
+    assert growing, f"the reply appeared at once, not streamed: {shown}"
+
+
 def pick(page, name: str) -> None:
     page.locator("#picker tr", has_text=name).click()
     expect(page.locator("#chat-title")).to_contain_text(name)
 
 
-def say(page, engine: ChatEngine, text: str, replies: int = 1) -> list[str]:
+def say(page, sessions: SessionStore, text: str, replies: int = 1) -> list[str]:
     """Send `text` and wait until its replies are shown and saved; the saved replies."""
     before = bot_messages(page).count()
     page.fill("#message textarea", text)
     page.press("#message textarea", "Enter")
 
     def saved() -> list[str]:
-        session = engine.sessions.load(engine.sessions.list_ids()[0])
+        session = sessions.load(sessions.list_ids()[0])
         asked = [i for i, turn in enumerate(session.turns) if turn.role == "user"]
         if not asked or session.turns[asked[-1]].text != text:
             return []
@@ -158,8 +187,10 @@ def test_chat_with_a_character_streams_a_reply_and_shows_memory(page, app):
     greeting = engine.runtime.characters["socrates"].greeting
     expect(bot_messages(page).first).to_contain_text(greeting[:40])
 
-    [reply] = say(page, engine, "What did your mother do for a living?")
+    record_last_reply(page)
+    [reply] = say(page, engine.sessions, "What did your mother do for a living?")
     assert reply.strip(), "the tiny model gave an empty reply"
+    assert_streamed(recorded_replies(page), reply)
     expect(page.locator("#memory")).to_contain_text("Knowledge")
     expect(page.locator("#memory")).to_contain_text("profile")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -174,7 +205,7 @@ def test_chat_with_a_character_streams_a_reply_and_shows_memory(page, app):
 def test_a_saved_session_is_resumed_after_a_reload(page, app):
     url, engine = app
     pick(page, "Isaac Newton")
-    say(page, engine, "Tell me about the prism.")
+    say(page, engine.sessions, "Tell me about the prism.")
     page.reload()
     page.wait_for_selector("#message textarea")
     page.get_by_text("Saved sessions").click()
@@ -194,7 +225,7 @@ def test_group_scene_shows_each_speaker_by_name(page, app):
     page.get_by_role("button", name="Start scene").click()
     expect(page.locator("#chat-title")).to_contain_text("Group scene: Socrates, Isaac Newton")
 
-    say(page, engine, "Socrates and Newton, what is light?", replies=2)
+    say(page, engine.sessions, "Socrates and Newton, what is light?", replies=2)
     expect(bot_messages(page).nth(2)).to_contain_text("Socrates:")
     expect(bot_messages(page).nth(3)).to_contain_text("Isaac Newton:")
     expect(page.locator("#memory")).to_contain_text("For Isaac Newton")
@@ -221,7 +252,7 @@ def test_wizard_adds_a_png_card_by_fusion_with_its_lorebook(page, app, tmp_path)
     page.locator("#chat-now").click()
     expect(page.locator("#chat-title")).to_contain_text("Mira Vance")
     expect(bot_messages(page).first).to_contain_text("Shut the door! The wind bites.")
-    say(page, engine, "How many steps does your lighthouse have?")
+    say(page, engine.sessions, "How many steps does your lighthouse have?")
     expect(page.locator("#memory")).to_contain_text("lore")
     expect(page.locator("#memory")).to_contain_text("132 steps")
     expect(page.locator("#picker")).to_contain_text("Mira Vance")
@@ -255,7 +286,7 @@ def test_wizard_trains_a_new_block_from_a_profile_and_a_transcript(page, app, tm
 
     page.locator("#chat-now").click()
     expect(page.locator("#chat-title")).to_contain_text("Tycho Brahe")
-    [reply] = say(page, engine, "What did you see in 1572?")
+    [reply] = say(page, engine.sessions, "What did you see in 1572?")
     assert reply.strip()
 
 

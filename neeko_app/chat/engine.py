@@ -203,7 +203,7 @@ class ChatEngine:
     def _commit(self, session: ChatSession, replies: list[Reply]) -> None:
         for reply in replies:
             if not reply.cancelled:
-                session.add_reply(reply.character, reply.text)
+                session.add_reply(reply.character, reply.finished_text)
         self._save(session)
 
     def _forget_after(self, session: ChatSession) -> None:
@@ -253,7 +253,7 @@ class ChatEngine:
             if reply.cancelled or not reply.text.strip() or self.memory is None:
                 return
             self.memory.remember_exchange(session_id, reply.character, turns[-1].text,
-                                          reply.text, user_turns(turns))
+                                          reply.finished_text, user_turns(turns))
         return remember
 
 

@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterator
 
 from neeko_app.chat.context import AssembledPrompt, RetrievedContext
 from neeko_app.chat.scheduler import TokenStream
 
 log = logging.getLogger(__name__)
+
+SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]*]*(?=\s|$)")
+KEEP_AT_LEAST = 0.4  # share of a cut-off reply that trimming to a sentence end must keep
+
+
+def end_cleanly(text: str) -> str:
+    """A reply cut off by the length cap, ended at its last full sentence, or marked with
+    an ellipsis when that would drop most of it."""
+    text = text.rstrip()
+    ends = [m.end() for m in SENTENCE_END.finditer(text)]
+    if ends and ends[-1] == len(text):
+        return text
+    if ends and ends[-1] >= KEEP_AT_LEAST * len(text):
+        return text[:ends[-1]]
+    return f"{text}…" if text else text
 
 
 class Reply:
@@ -35,7 +51,14 @@ class Reply:
 
     @property
     def text(self) -> str:
+        """The text generated, exactly as streamed."""
         return self._stream.text
+
+    @property
+    def finished_text(self) -> str:
+        """The text kept in the conversation: ended at a full sentence when the length cap
+        cut it off."""
+        return end_cleanly(self.text) if self.finish_reason == "length" else self.text
 
     @property
     def finish_reason(self) -> str | None:

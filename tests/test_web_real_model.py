@@ -1,0 +1,63 @@
+"""Smoke test of the main command: `neeko serve` on the real embedded model with the shipped
+characters and their trained blocks, used through a real headless Chromium.
+
+Memory and sessions go to a temporary folder; the converted model comes from the user cache.
+Its screenshot is the README's assets/screenshots/chat-real-model.png.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from neeko_app.chat.session import SessionStore
+from tests.test_memory import free_port
+from tests.test_serve_cli import start_serve, wait_for_page
+from tests.test_web_e2e import (  # noqa: F401  (browser is a fixture)
+    SCREENSHOTS,
+    TIMEOUT_MS,
+    assert_streamed,
+    bot_messages,
+    browser,
+    expect,
+    pick,
+    record_last_reply,
+    recorded_replies,
+    say,
+)
+
+pytestmark = pytest.mark.real_model
+
+
+def test_the_real_model_streams_an_in_character_reply_in_the_browser(browser, tmp_path):  # noqa: F811
+    port = free_port()
+    sessions = SessionStore(tmp_path / "sessions")
+    env = os.environ | {"NEEKO_SESSIONS_DIR": str(sessions.directory)}
+    log = tmp_path / "serve.log"
+    server = start_serve(["--port", str(port), "--memory-dir", str(tmp_path / "memory"),
+                          "--max-new-tokens", "60"], env, log)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        assert "Neeko: role-play chat" in wait_for_page(server, url, timeout_s=600, log=log)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(url)
+        page.wait_for_selector("#message textarea")
+        for name in ("Ludwig van Beethoven", "Socrates", "Cleopatra VII", "Julius Caesar"):
+            expect(page.locator("#picker")).to_contain_text(name)
+        pick(page, "Ludwig van Beethoven")
+
+        record_last_reply(page)
+        [reply] = say(page, sessions, "What are you composing these days?")
+        assert_streamed(recorded_replies(page), reply)
+        assert len(reply.split()) >= 5, f"a reply of a few words at most: {reply!r}"
+        assert "<end_of_turn>" not in reply and "You are" not in reply, reply
+        expect(page.locator("#memory")).to_contain_text("Knowledge")
+        page.mouse.move(0, 0)
+        page.screenshot(path=str(SCREENSHOTS / "chat-real-model.png"))
+        print("Beethoven:", reply)
+        page.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
