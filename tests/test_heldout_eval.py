@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from neeko_app.characters.registry import discover_characters
+from neeko_app.chat.prompt import character_header
 from neeko_app.cli import main
 from neeko_app.config import Settings
 from neeko_app.evaluation.heldout import (
@@ -17,9 +18,13 @@ from neeko_app.evaluation.heldout import (
     format_report,
     profile_prompt_header,
     run_heldout_evaluation,
+    system_header,
 )
+from neeko_app.evaluation.overlap import longest_shared_run
 from neeko_app.evaluation.perplexity import diagonal_is_row_minimum, perplexity_matrix
 from neeko_app.evaluation.role_identification import identify, profile_embedding
+from neeko_app.memory import MemoryStore
+from neeko_app.memory.knowledge import index_characters
 from neeko_app.runtime import load_runtime
 from neeko_app.training.data import character_examples, collate, load_dialogues
 from neeko_app.training.loop import reply_loss
@@ -106,6 +111,31 @@ def test_role_identification_picks_the_matching_profile():
     assert identify(replies, profiles) == [0, 1, 2, -1]
 
 
+def test_blocks_with_memory_put_the_knowledge_found_for_the_question_in_the_header(tmp_path):
+    characters = discover_characters(SHIPPED).characters
+    memory = MemoryStore.open(tmp_path / "memory")
+    index_characters(memory, [characters["newton"], characters["socrates"]])
+    question = "Tell me about your prism experiments with light."
+    header = system_header("blocks+memory", characters["newton"], question, memory)
+    found = memory.search_knowledge("newton", question, 3)
+    assert header.startswith(character_header(characters["newton"]))
+    assert "What you know:" in header and all(chunk.text in header for chunk in found)
+    assert system_header("blocks", characters["newton"], question, None) == character_header(
+        characters["newton"])
+    with pytest.raises(ValueError, match="needs a memory store"):
+        system_header("blocks+memory", characters["newton"], question, None)
+
+
+@pytest.mark.parametrize(("reply", "source", "run"), [
+    ("I was born in Bonn in the year 1770.", "Beethoven was born in Bonn in the year 1770", 8),
+    ("Gravity! It pulls the apple.", "the apple falls", 2),
+    ("Nothing in common here.", "Entirely different words", 0),
+    ("", "anything", 0),
+])
+def test_longest_shared_run_counts_words_in_order(reply, source, run):
+    assert longest_shared_run(reply, source) == run
+
+
 def test_profile_prompt_header_carries_the_card():
     character = discover_characters(SHIPPED).characters["socrates"]
     header = profile_prompt_header(character)
@@ -123,5 +153,8 @@ def test_cli_writes_the_report(trained_settings, tmp_path, capsys):
     assert "Perplexity" in printed and "Role identification" in printed
     report = json.loads(out.read_text())
     assert report["characters"] == ["miller", "sailor"]
-    assert len(report["answers"]) == 2 * 2 * 2  # characters x limit x systems
-    assert set(report["role_identification"]) == {"blocks", "profile-prompt"}
+    assert len(report["answers"]) == 2 * 2 * 3  # characters x limit x systems
+    assert set(report["role_identification"]) == {"blocks", "blocks+memory", "profile-prompt"}
+    assert set(report["copy_rate_8_words"]) == set(report["role_identification"])
+    with_memory = [a for a in report["answers"] if a["system"] == "blocks+memory"]
+    assert all(a["copied_words"] >= 0 for a in with_memory)

@@ -1,8 +1,11 @@
 """`neeko eval-heldout`: perplexity matrix and role identification on the held-out sets.
 
-Two systems answer the held-out questions: `blocks` (the short header of training and the
-character's own block, or its fusion gate) and `profile-prompt` (the bare base model with
-the character's card written into the prompt: the in-context baseline).
+Three systems answer the held-out questions: `blocks` (the short header of training and the
+character's own block, or its fusion gate), `blocks+memory` (the same, with the knowledge
+retrieval memory finds for the question in the header, as the chat app does) and
+`profile-prompt` (the bare base model with the character's card written into the prompt:
+the in-context baseline). Each reply also records the longest word run it copies from its
+prompt, since a reply that recites its profile is identified easily but is not role-play.
 """
 
 from __future__ import annotations
@@ -14,12 +17,16 @@ from dataclasses import dataclass, field
 import torch
 
 from neeko_app.characters.card import Character
+from neeko_app.chat.context import RetrievedContext, memory_header
+from neeko_app.chat.engine import ContextLimits
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.prompt import Turn, character_header, render_prompt
 from neeko_app.chat.scheduler import BatchScheduler, GenerationRequest, gate_row
 from neeko_app.evaluation import HELDOUT_SYSTEMS
+from neeko_app.evaluation.overlap import COPY_WORDS, longest_shared_run
 from neeko_app.evaluation.perplexity import diagonal_is_row_minimum, perplexity_matrix
 from neeko_app.evaluation.role_identification import identify, profile_embedding
+from neeko_app.memory import MemoryStore
 from neeko_app.runtime import Runtime
 from neeko_app.training.data import Conversation, character_examples, load_dialogues
 
@@ -45,6 +52,7 @@ class Answer:
     question: str
     reply: str
     identified_as: str | None
+    copied_words: int  # longest word run the reply shares with its prompt's header
 
 
 @dataclass
@@ -60,6 +68,11 @@ class HeldoutReport:
                   if a.system == system and character in (None, a.character)]
         return sum(a.identified_as == a.character for a in picked) / max(1, len(picked))
 
+    def copy_rate(self, system: str) -> float:
+        """Share of `system`'s replies that copy COPY_WORDS or more words from the prompt."""
+        picked = [a for a in self.answers if a.system == system]
+        return sum(a.copied_words >= COPY_WORDS for a in picked) / max(1, len(picked))
+
     def to_dict(self) -> dict:
         systems = sorted({a.system for a in self.answers})
         return {
@@ -71,6 +84,7 @@ class HeldoutReport:
                 system: {"overall": self.accuracy(system),
                          **{c: self.accuracy(system, c) for c in self.characters}}
                 for system in systems},
+            f"copy_rate_{COPY_WORDS}_words": {s: self.copy_rate(s) for s in systems},
             "seconds": self.seconds,
             "answers": [vars(a) for a in self.answers],
         }
@@ -97,21 +111,34 @@ def heldout_conversations(character: Character, limit: int | None) -> list[Conve
     return [conversations[i * len(conversations) // limit] for i in range(limit)]
 
 
+def system_header(system: str, character: Character, question: str,
+                  memory: MemoryStore | None) -> str:
+    """The header `system` puts before `question` (see the module docstring)."""
+    if system == "profile-prompt":
+        return profile_prompt_header(character)
+    header = character_header(character)
+    if system == "blocks+memory":
+        if memory is None:
+            raise ValueError("the blocks+memory system needs a memory store")
+        found = memory.search_knowledge(character.slug, question, ContextLimits.knowledge_k)
+        header = memory_header(header, character.name, RetrievedContext(tuple(found)))
+    return header
+
+
 def _answer_all(runtime: Runtime, heldout: dict[Character, list[Conversation]],
                 profiles: torch.Tensor, system: str, options: HeldoutOptions,
-                progress: ProgressCallback) -> list[Answer]:
+                progress: ProgressCallback, memory: MemoryStore | None) -> list[Answer]:
     """Every held-out opening question answered by `system`, batched across characters;
     each reply identified against `profiles` (one row per character of `heldout`)."""
     tokenizer = runtime.base.tokenizer
     rows = [(character, conversation.turns[0].text)
             for character, conversations in heldout.items()
             for conversation in conversations]
-    requests = []
+    requests, headers = [], []
     for character, question in rows:
-        if system == "blocks":
-            header, gate = character_header(character), runtime.gate_for(character)
-        else:
-            header, gate = profile_prompt_header(character), None
+        header = system_header(system, character, question, memory)
+        gate = None if system == "profile-prompt" else runtime.gate_for(character)
+        headers.append(header)
         prompt = render_prompt(header, [Turn("user", question)])
         ids = tuple(tokenizer(prompt, add_special_tokens=False).input_ids)
         requests.append(GenerationRequest(ids, gate_row(gate), options.decoding))
@@ -124,15 +151,19 @@ def _answer_all(runtime: Runtime, heldout: dict[Character, list[Conversation]],
     finally:
         scheduler.close()
     slugs = [c.slug for c in heldout]
-    return [Answer(c.slug, system, q, reply, slugs[k] if k >= 0 else None)
-            for (c, q), reply, k in zip(rows, replies, identify(replies, profiles), strict=True)]
+    return [Answer(c.slug, system, q, reply, slugs[k] if k >= 0 else None,
+                   longest_shared_run(reply, header))
+            for (c, q), reply, k, header
+            in zip(rows, replies, identify(replies, profiles), headers, strict=True)]
 
 
 def run_heldout_evaluation(
     runtime: Runtime, slugs: Sequence[str], options: HeldoutOptions = HeldoutOptions(),
     progress: ProgressCallback = lambda stage, done, total: None,
+    memory: MemoryStore | None = None,
 ) -> HeldoutReport:
-    """Score `slugs` on their held-out sets: perplexity matrix, then role identification."""
+    """Score `slugs` on their held-out sets: perplexity matrix, then role identification
+    (`memory`, holding the characters' knowledge, is needed for the blocks+memory system)."""
     started = time.perf_counter()
     characters = [runtime.character(slug) for slug in slugs]
     report = HeldoutReport([c.slug for c in characters])
@@ -158,7 +189,8 @@ def run_heldout_evaluation(
     if options.systems:
         profiles = torch.stack([profile_embedding(c) for c in characters])
         for system in options.systems:
-            report.answers += _answer_all(runtime, heldout, profiles, system, options, progress)
+            report.answers += _answer_all(runtime, heldout, profiles, system, options, progress,
+                                          memory)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -185,4 +217,6 @@ def format_report(report: HeldoutReport) -> str:
         for name in [*names, None]:
             cells = [f"{report.accuracy(s, name):.2f}" for s in systems]
             lines.append(f"| {name or '**overall**'} | " + " | ".join(cells) + " |")
+        cells = [f"{report.copy_rate(s):.2f}" for s in systems]
+        lines.append(f"| copies ≥{COPY_WORDS} words of its prompt | " + " | ".join(cells) + " |")
     return "\n".join(lines)
