@@ -28,7 +28,7 @@ def test_broken_and_duplicate_characters_are_skipped_with_reasons(tmp_path):
     (tmp_path / "nocard").mkdir()
     (tmp_path / "latin1").mkdir()
     (tmp_path / "latin1" / "character.json").write_bytes('{"name": "Andr\xe9"}'.encode("latin-1"))
-    (tmp_path / ".ada2.installing").mkdir()  # an install in progress is not a character
+    (tmp_path / ".staging" / "ada2").mkdir(parents=True)  # an install in progress
 
     registry = discover_characters(tmp_path)
 

@@ -20,7 +20,12 @@ from neeko_app.training.data import (
     load_dialogues,
     tokenize_conversation,
 )
-from neeko_app.training.trainer import TrainingCancelled, TrainingConfig, run_training
+from neeko_app.training.trainer import (
+    TrainingCancelled,
+    TrainingConfig,
+    discard_checkpoint,
+    run_training,
+)
 from neeko_app.training.workflows import TrainingJob, add_character, pretrain
 from tests.conftest import make_tiny_neeko
 
@@ -102,7 +107,10 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     for name in ("char0", "char1"):
         for a, b in zip(block_weights(straight, name), block_weights(resumed, name), strict=True):
             assert torch.equal(a, b)
-    assert not (tmp_path / "ckpt").exists(), "a finished run keeps no checkpoint"
+    assert (tmp_path / "ckpt").exists(), "the last step is kept until the caller saved it"
+    assert run_training(resumed, examples, ["char0", "char1"], FAST, 0, tmp_path / "ckpt") == []
+    discard_checkpoint(tmp_path / "ckpt")
+    assert not (tmp_path / "ckpt").exists()
 
 
 @pytest.fixture
@@ -163,3 +171,24 @@ def test_cancelled_expansion_leaves_everything_as_it_was(library, tmp_path):
     assert runtime.model.block_names == ["baker", "sailor"]
     assert snapshot == {p: p.read_bytes() for p in library.characters_dir.rglob("*")
                         if p.is_file()}
+
+
+def test_an_interrupted_expansion_resumes_from_its_checkpoint(library, tmp_path):
+    pretrain(library, ["baker", "sailor"], TrainingJob(TrainingConfig(epochs=1, batch_size=4)))
+    snapshot = {p: p.read_bytes() for p in library.characters_dir.rglob("*") if p.is_file()}
+    source = write_character(tmp_path / "incoming", "smith", "iron", n=12)
+    calls = iter(range(100))
+    with pytest.raises(TrainingCancelled):  # stopped after step 5; checkpoint at step 4
+        add_character(library, source, "expansion",
+                      TrainingJob(FAST, should_stop=lambda: next(calls) == 5))
+    assert snapshot == {p: p.read_bytes() for p in library.characters_dir.rglob("*")
+                        if p.is_file()}
+    checkpoint = library.cache_dir / "checkpoints" / "expand-smith"
+    assert (checkpoint / "checkpoint.safetensors").is_file()
+
+    steps: list[int] = []
+    added = add_character(library, source, "expansion",
+                          TrainingJob(FAST, on_progress=lambda p: steps.append(p.step)))
+    assert steps[0] == 5, "the second run did not resume at the checkpoint"
+    assert added.block_path.is_file() and added.folder == library.characters_dir / "smith"
+    assert not checkpoint.exists() and not (library.characters_dir / ".staging" / "smith").exists()

@@ -78,7 +78,9 @@ def run_training(
     a checkpoint of the same run. Returns the losses of the steps run in this call.
 
     Cancelled (`should_stop`) or interrupted runs leave every block unchanged; the last
-    checkpoint stays on disk for a resume. A finished run removes its checkpoint.
+    checkpoint stays on disk for a resume. A finished run checkpoints its last step too: the
+    caller removes the checkpoint (`discard_checkpoint`) once it has saved what it trained,
+    so a crash while saving is resumed without training again.
     """
     per_epoch = batches_per_epoch(len(examples), config.batch_size)
     total = config.epochs * per_epoch
@@ -98,11 +100,14 @@ def run_training(
                 if on_progress:
                     on_progress(Progress(step, total, epoch + 1, losses[-1],
                                          time.monotonic() - started))
-                if checkpoint_dir and step % config.checkpoint_every == 0 and step < total:
+                if checkpoint_dir and (step % config.checkpoint_every == 0 or step == total):
                     _save_checkpoint(trainer, checkpoint_dir, fingerprint, step)
-    if checkpoint_dir:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return losses
+
+
+def discard_checkpoint(checkpoint_dir: Path) -> None:
+    """Remove a run's checkpoint (after its result is safely saved)."""
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
 
 def _save_checkpoint(trainer: BlockTrainer, directory: Path, fingerprint: str, step: int) -> None:

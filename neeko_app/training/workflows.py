@@ -23,7 +23,12 @@ from neeko_app.moelora.persistence import save_block
 from neeko_app.runtime import Runtime, load_runtime
 from neeko_app.storage import atomic_save_tensors
 from neeko_app.training.data import DialogueError, character_examples, load_dialogues
-from neeko_app.training.trainer import Progress, TrainingConfig, run_training
+from neeko_app.training.trainer import (
+    Progress,
+    TrainingConfig,
+    discard_checkpoint,
+    run_training,
+)
 
 ProgressCallback = Callable[[Progress], None]
 
@@ -70,26 +75,24 @@ def pretrain(settings: Settings, slugs: Sequence[str], job: TrainingJob = Traini
     for character, role in zip(characters, roles, strict=True):
         save_role(character, role)
         save_block(model, character.slug, character.block_path, base.model_id)
+    discard_checkpoint(checkpoint)
     return losses
 
 
-def install_character(settings: Settings, source: Path) -> tuple[Character, bool]:
-    """Copy a character folder into the characters directory (refusing to overwrite one).
+STAGING_DIR = ".staging"  # under the characters directory; hidden from the registry
 
-    Returns the installed character and whether this call copied it (False when `source`
-    already is its folder in the characters directory).
-    """
+
+def stage_character(settings: Settings, source: Path) -> Character:
+    """Copy a character folder to `<characters>/.staging/<slug>` (any earlier copy there,
+    left by an interrupted run, is replaced), refusing a slug that is already taken."""
     character = load_character(source)
-    target = settings.characters_dir / character.slug
-    if target.resolve() == source.resolve():
-        return character, False
-    if target.exists():
+    if (settings.characters_dir / character.slug).exists():
         raise CharacterError(f"a character named {character.slug!r} already exists")
-    staging = settings.characters_dir / f".{character.slug}.installing"
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging, ignore=shutil.ignore_patterns("block.safetensors"))
-    staging.rename(target)
-    return load_character(target), True
+    staged = settings.characters_dir / STAGING_DIR / character.slug
+    shutil.rmtree(staged, ignore_errors=True)
+    shutil.copytree(source, staged,
+                    ignore=shutil.ignore_patterns("block.safetensors", "role.safetensors"))
+    return load_character(staged)
 
 
 def add_character(
@@ -102,40 +105,54 @@ def add_character(
     """Add the character in `source`: fusion (role embedding only) or expansion (own block).
 
     Expansion trains a new block alone; every existing block stays bit-identical. A given
-    `runtime` can chat with the character as soon as this returns. If it fails or is
-    cancelled, a character installed by this call is removed again and the model is left
-    with the blocks it had.
+    `runtime` can chat with the character as soon as this returns.
+
+    The character is assembled in a staging folder and moved into the characters directory
+    by one rename at the very end: if this fails, is cancelled or the process is killed,
+    the characters directory is as it was, and a new call resumes training from its
+    checkpoint. A `source` already inside the characters directory is trained in place.
     """
     if mode not in ("fusion", "expansion"):
         raise ValueError("mode must be 'fusion' or 'expansion'")
-    character, installed_here = install_character(settings, Path(source))
+    source = Path(source)
+    in_place = source.resolve().parent == settings.characters_dir.resolve()
+    character = load_character(source) if in_place else stage_character(settings, source)
+    if mode == "expansion" and runtime is None:
+        runtime = load_runtime(settings)
+    blocks_before = runtime.model.num_blocks if runtime is not None else 0
     try:
         role = role_embedding(character.profile_text())
         if mode == "expansion":
-            _expand(settings, character, role, job, runtime or load_runtime(settings))
+            _expand(settings, character, role, job, runtime)
         save_role(character, role)
+        if not in_place:
+            character.folder.rename(settings.characters_dir / character.slug)
     except BaseException:
-        if installed_here:
+        if runtime is not None and runtime.model.num_blocks > blocks_before:
+            runtime.model.truncate_blocks(blocks_before)
+        if not in_place:
             shutil.rmtree(character.folder, ignore_errors=True)
         raise
+    if mode == "expansion":
+        discard_checkpoint(_expansion_checkpoint(settings, character.slug))
+    character = load_character(settings.characters_dir / character.slug)
     if runtime is not None:
         runtime.characters[character.slug] = character
     return character
 
 
+def _expansion_checkpoint(settings: Settings, slug: str) -> Path:
+    return settings.cache_dir / "checkpoints" / f"expand-{slug}"
+
+
 def _expand(settings: Settings, character: Character, role: torch.Tensor, job: TrainingJob,
             runtime: Runtime) -> None:
-    """Append a block for `character`, train it alone, save it (dropped again on failure)."""
+    """Append a block for `character` (unless it has one), train it alone and save it."""
     model, tokenizer = runtime.model, runtime.base.tokenizer
     examples = _examples_for([character], tokenizer, job.config.max_tokens)
-    first_new = model.num_blocks
     if character.slug not in model.block_names:
         model.add_blocks([character.slug], torch.stack([role]), seed=job.config.seed)
-    checkpoint = settings.cache_dir / "checkpoints" / f"expand-{character.slug}"
-    try:
-        run_training(model, examples, [character.slug], job.config, tokenizer.pad_token_id,
-                     checkpoint, job.on_progress, job.should_stop)
-        save_block(model, character.slug, character.block_path, runtime.base.model_id)
-    except BaseException:
-        model.truncate_blocks(first_new)
-        raise
+    run_training(model, examples, [character.slug], job.config, tokenizer.pad_token_id,
+                 _expansion_checkpoint(settings, character.slug), job.on_progress,
+                 job.should_stop)
+    save_block(model, character.slug, character.block_path, runtime.base.model_id)
