@@ -167,24 +167,27 @@ def _list_characters(settings: Settings, check: bool) -> int:
     return 1 if check and failed else 0
 
 
-def _server_engine(args: argparse.Namespace):
-    """Settings from flags and environment, and the chat engine both servers run on."""
-    from neeko_app.chat.generation import DecodingSettings
-    from neeko_app.chat.startup import build_engine
-
-    settings = Settings.from_env(
+def _server_settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
         base_model=args.base_model, device=args.device, dtype=args.dtype,
         characters_dir=args.characters_dir, cache_dir=args.cache_dir,
         memory_dir=args.memory_dir, chroma_url=args.chroma_url, host=args.host, port=args.port)
-    engine = build_engine(settings, DecodingSettings(max_new_tokens=args.max_new_tokens),
-                          use_memory=not args.no_memory)
-    return settings, engine
+
+
+def _server_engine(settings: Settings, args: argparse.Namespace):
+    """The chat engine both servers run on."""
+    from neeko_app.chat.generation import DecodingSettings
+    from neeko_app.chat.startup import build_engine
+
+    return build_engine(settings, DecodingSettings(max_new_tokens=args.max_new_tokens),
+                        use_memory=not args.no_memory)
 
 
 def _serve_api(args: argparse.Namespace) -> int:
     from neeko_app.api.server import serve
 
-    settings, engine = _server_engine(args)
+    settings = _server_settings(args)
+    engine = _server_engine(settings, args)
     try:
         serve(engine, settings.host, args.port, args.api_key)
     finally:
@@ -193,10 +196,13 @@ def _serve_api(args: argparse.Namespace) -> int:
 
 
 def _serve_web(args: argparse.Namespace) -> int:
+    settings = _server_settings(args)
+    # Gradio reads this when it is imported: uploads land in the app's own data dir
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(settings.upload_dir))
     from neeko_app.ui.app import parse_auth, serve
 
     auth = parse_auth(args.auth) if args.auth else None
-    settings, engine = _server_engine(args)
+    engine = _server_engine(settings, args)
     try:
         serve(engine, settings, auth, args.concurrency)
     finally:

@@ -34,6 +34,16 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 7860
 
+    @property
+    def app_dir(self) -> Path:
+        """Where the web app keeps what it makes: uploads, staging, avatars of new characters."""
+        return self.cache_dir / "app"
+
+    @property
+    def upload_dir(self) -> Path:
+        """Where the web app's uploads land (under generated names)."""
+        return self.app_dir / "uploads"
+
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
         """Defaults < `NEEKO_<FIELD>` environment variables < non-None `overrides`."""

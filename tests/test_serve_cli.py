@@ -9,6 +9,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import httpx
+
 from neeko_app.cli import main
 from tests.conftest import write_card
 from tests.test_cli import neeko_exe
@@ -44,8 +46,14 @@ def test_serve_answers_on_loopback_with_the_app_page(tmp_path):
     server = start_serve(["--base-model", "tiny", "--characters-dir", str(tmp_path),
                           "--port", str(port), "--no-memory"], env, log)
     try:
-        page = wait_for_page(server, f"http://127.0.0.1:{port}/", timeout_s=240, log=log)
+        url = f"http://127.0.0.1:{port}/"
+        page = wait_for_page(server, url, timeout_s=240, log=log)
         assert "Neeko: role-play chat" in page
+        uploads = (tmp_path / "cache" / "app" / "uploads").resolve()
+        for name in ("card.json", "../../../evil.json"):  # kept inside the app's upload dir
+            response = httpx.post(f"{url}gradio_api/upload", files={"files": (name, b"{}")})
+            [stored] = response.json()
+            assert Path(stored).resolve().is_relative_to(uploads), stored
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import gradio as gr
 
@@ -29,14 +28,9 @@ INTRO = ("# Neeko\nOne small language model plays every character: each owns a L
          "inside the model, and new characters are added without retraining the others.")
 
 
-def data_dir(settings: Settings) -> Path:
-    """Where the app keeps what it generates (avatars of added characters, staging)."""
-    return settings.cache_dir / "app"
-
-
 def build_app(engine: ChatEngine, settings: Settings) -> gr.Blocks:
     """The app's Blocks: a chat tab and the add-character wizard over `engine`."""
-    folder = data_dir(settings)
+    folder = settings.app_dir
     with gr.Blocks(title="Neeko: role-play chat", analytics_enabled=False) as demo:
         gr.Markdown(INTRO)
         with gr.Tabs() as tabs:
@@ -65,7 +59,7 @@ def launch(demo: gr.Blocks, settings: Settings, host: str, port: int,
         log.warning("serving on %s without --auth: anyone who can reach it may use it", host)
     demo.queue(default_concurrency_limit=concurrency)
     demo.launch(server_name=host, server_port=port, auth=auth, max_file_size=MAX_UPLOAD_BYTES,
-                allowed_paths=[str(SHIPPED_AVATARS), str(data_dir(settings) / "avatars")],
+                allowed_paths=[str(SHIPPED_AVATARS), str(settings.app_dir / "avatars")],
                 theme=THEME, css=CSS, prevent_thread_lock=not block, ssr_mode=False,
                 footer_links=[], quiet=not block)
 
