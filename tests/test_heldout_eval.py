@@ -23,6 +23,7 @@ from neeko_app.evaluation.heldout import (
 from neeko_app.evaluation.overlap import longest_shared_run
 from neeko_app.evaluation.perplexity import diagonal_is_row_minimum, perplexity_matrix
 from neeko_app.evaluation.role_identification import identify, profile_embedding
+from neeko_app.evaluation.voice import speaks_in_first_person
 from neeko_app.memory import MemoryStore
 from neeko_app.memory.knowledge import index_characters
 from neeko_app.runtime import load_runtime
@@ -136,6 +137,16 @@ def test_longest_shared_run_counts_words_in_order(reply, source, run):
     assert longest_shared_run(reply, source) == run
 
 
+@pytest.mark.parametrize(("reply", "first_person"), [
+    ("I wrote nine symphonies, and my ears failed me.", True),
+    ("Give me the pencil.", True),
+    ("You are Caesar, a Roman general born in 100 BC.", False),
+    ("He crossed the Rubicon. Iron and blood.", False),
+])
+def test_first_person_tells_role_play_from_an_account(reply, first_person):
+    assert speaks_in_first_person(reply) is first_person
+
+
 def test_profile_prompt_header_carries_the_card():
     character = discover_characters(SHIPPED).characters["socrates"]
     header = profile_prompt_header(character)
@@ -156,5 +167,6 @@ def test_cli_writes_the_report(trained_settings, tmp_path, capsys):
     assert len(report["answers"]) == 2 * 2 * 3  # characters x limit x systems
     assert set(report["role_identification"]) == {"blocks", "blocks+memory", "profile-prompt"}
     assert set(report["copy_rate_8_words"]) == set(report["role_identification"])
+    assert set(report["first_person_rate"]) == set(report["role_identification"])
     with_memory = [a for a in report["answers"] if a["system"] == "blocks+memory"]
     assert all(a["copied_words"] >= 0 for a in with_memory)

@@ -5,7 +5,8 @@ character's own block, or its fusion gate), `blocks+memory` (the same, with the 
 retrieval memory finds for the question in the header, as the chat app does) and
 `profile-prompt` (the bare base model with the character's card written into the prompt:
 the in-context baseline). Each reply also records the longest word run it copies from its
-prompt, since a reply that recites its profile is identified easily but is not role-play.
+prompt, since a reply that recites its profile is identified easily but is not role-play,
+and whether it speaks in the first person (as the character, not about them).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from neeko_app.evaluation import HELDOUT_SYSTEMS
 from neeko_app.evaluation.overlap import COPY_WORDS, longest_shared_run
 from neeko_app.evaluation.perplexity import diagonal_is_row_minimum, perplexity_matrix
 from neeko_app.evaluation.role_identification import identify, profile_embedding
+from neeko_app.evaluation.voice import speaks_in_first_person
 from neeko_app.memory import MemoryStore
 from neeko_app.runtime import Runtime
 from neeko_app.training.data import Conversation, character_examples, load_dialogues
@@ -73,6 +75,11 @@ class HeldoutReport:
         picked = [a for a in self.answers if a.system == system]
         return sum(a.copied_words >= COPY_WORDS for a in picked) / max(1, len(picked))
 
+    def first_person_rate(self, system: str) -> float:
+        """Share of `system`'s replies spoken in the first person (as the character)."""
+        picked = [a.reply for a in self.answers if a.system == system]
+        return sum(map(speaks_in_first_person, picked)) / max(1, len(picked))
+
     def to_dict(self) -> dict:
         systems = sorted({a.system for a in self.answers})
         return {
@@ -85,6 +92,7 @@ class HeldoutReport:
                          **{c: self.accuracy(system, c) for c in self.characters}}
                 for system in systems},
             f"copy_rate_{COPY_WORDS}_words": {s: self.copy_rate(s) for s in systems},
+            "first_person_rate": {s: self.first_person_rate(s) for s in systems},
             "seconds": self.seconds,
             "answers": [vars(a) for a in self.answers],
         }
@@ -219,4 +227,6 @@ def format_report(report: HeldoutReport) -> str:
             lines.append(f"| {name or '**overall**'} | " + " | ".join(cells) + " |")
         cells = [f"{report.copy_rate(s):.2f}" for s in systems]
         lines.append(f"| copies ≥{COPY_WORDS} words of its prompt | " + " | ".join(cells) + " |")
+        cells = [f"{report.first_person_rate(s):.2f}" for s in systems]
+        lines.append("| speaks in the first person | " + " | ".join(cells) + " |")
     return "\n".join(lines)
