@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from neeko_app.config import Settings
+from neeko_app.config import BACKENDS, Settings
 from neeko_app.evaluation import HELDOUT_SYSTEMS as SYSTEMS
 from neeko_app.training.trainer import TrainingConfig
 
@@ -38,6 +38,13 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-memory", action="store_true",
                         help="reply without retrieval memory")
     parser.add_argument("--max-new-tokens", type=int, default=160)
+    parser.add_argument("--backend", choices=BACKENDS,
+                        help="where replies are generated: local (default) or openai (a model "
+                             "server such as vLLM serving the exported blocks)")
+    parser.add_argument("--backend-url", help="the model server's OpenAI-compatible base URL, "
+                        "e.g. http://gpu-host:8000/v1 (default: $NEEKO_BACKEND_URL)")
+    parser.add_argument("--backend-key", default=os.environ.get("NEEKO_BACKEND_KEY"),
+                        help="API key of the model server (default: $NEEKO_BACKEND_KEY)")
     _add_model_flags(parser)
 
 
@@ -106,8 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     heldout.add_argument("--out", help="write the full report (every reply) as JSON here")
     _add_model_flags(heldout)
 
-    export = commands.add_parser("export", help="export a character's block as a PEFT adapter")
-    export.add_argument("character")
+    export = commands.add_parser(
+        "export", help="export trained blocks as PEFT LoRA adapters (for vLLM, LoRAX, PEFT)")
+    export.add_argument("character", nargs="?", help="the character to export (or --all)")
+    export.add_argument("--all", action="store_true",
+                        help="every character with a trained block, to DIR/<slug>, with "
+                             "DIR/README.md and the vLLM and LoRAX launch lines")
     export.add_argument("--peft", required=True, metavar="DIR", help="output directory")
     _add_model_flags(export)
     return parser
@@ -171,7 +182,8 @@ def _server_settings(args: argparse.Namespace) -> Settings:
     return Settings.from_env(
         base_model=args.base_model, device=args.device, dtype=args.dtype,
         characters_dir=args.characters_dir, cache_dir=args.cache_dir,
-        memory_dir=args.memory_dir, chroma_url=args.chroma_url, host=args.host, port=args.port)
+        memory_dir=args.memory_dir, chroma_url=args.chroma_url, host=args.host, port=args.port,
+        backend=args.backend, backend_url=args.backend_url)
 
 
 def _server_engine(settings: Settings, args: argparse.Namespace):
@@ -180,7 +192,7 @@ def _server_engine(settings: Settings, args: argparse.Namespace):
     from neeko_app.chat.startup import build_engine
 
     return build_engine(settings, DecodingSettings(max_new_tokens=args.max_new_tokens),
-                        use_memory=not args.no_memory)
+                        use_memory=not args.no_memory, backend_key=args.backend_key)
 
 
 def _serve_api(args: argparse.Namespace) -> int:
@@ -211,15 +223,18 @@ def _serve_web(args: argparse.Namespace) -> int:
 
 
 def _export(settings: Settings, args: argparse.Namespace) -> int:
-    from neeko_app.moelora.peft_export import export_peft
+    if bool(args.character) == args.all:
+        raise ValueError("export takes a CHARACTER or --all, not both" if args.all else
+                         "export needs a CHARACTER, or --all for every trained one")
+    from neeko_app.deploy import export_all, export_character
     from neeko_app.runtime import load_runtime
 
     runtime = load_runtime(settings)
-    runtime.character(args.character)
-    if args.character not in runtime.model.block_names:
-        raise ValueError(f"{args.character} has no trained block to export (it uses fusion)")
-    path = export_peft(runtime.model, args.character, args.peft, runtime.base.model_id)
-    print(f"exported {args.character} to {path}")
+    if args.all:
+        print("\n".join(export_all(runtime, args.peft).lines()))
+    else:
+        path = export_character(runtime, args.character, args.peft)
+        print(f"exported {args.character} to {path}")
     return 0
 
 

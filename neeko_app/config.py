@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BACKENDS = ("local", "openai")  # where replies are generated: this process, or a model server
 
 
 def _default_root() -> Path:
@@ -31,6 +32,8 @@ class Settings:
     memory_dir: Path = field(default_factory=lambda: _default_root() / "memory")
     sessions_dir: Path = field(default_factory=lambda: _default_root() / "memory" / "sessions")
     chroma_url: str = ""  # empty: embedded store in memory_dir; else a `chroma run` server
+    backend: str = "local"  # "local": this process generates; "openai": a model server does
+    backend_url: str = ""  # the server's OpenAI-compatible base URL, e.g. http://gpu:8000/v1
     host: str = "127.0.0.1"
     port: int = 7860
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -30,12 +31,26 @@ class Runtime:
     model: NeekoModel
     characters: dict[str, Character]
     problems: dict[str, str] = field(default_factory=dict)
+    _refreshing: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def character(self, slug: str) -> Character:
         if slug not in self.characters:
             known = ", ".join(sorted(self.characters)) or "none"
             raise CharacterError(f"unknown character {slug!r}; available: {known}")
         return self.characters[slug]
+
+    def refresh(self) -> list[str]:
+        """Take in characters added to the characters folder since loading (by another app
+        replica sharing the folder): their blocks are attached. Returns the new slugs."""
+        with self._refreshing:
+            registry = discover_characters(self.settings.characters_dir)
+            new = {slug: c for slug, c in registry.characters.items()
+                   if slug not in self.characters}
+            problems = _attach_blocks(self.model, new)
+            _log_problems(problems)
+            self.characters.update(new)
+            self.problems.update(problems)
+            return list(new)
 
     def gate_for(self, character: Character, temperature: float = 0.1,
                  top_k: int | None = 2) -> Gate | None:
@@ -73,13 +88,26 @@ def load_runtime(settings: Settings, report: Callable[[str], None] = print) -> R
     base = load_base_model(settings.base_model, settings.cache_dir, settings.device,
                            settings.dtype, report)
     model = NeekoModel(base.model, block_config(characters)).to(base.device)
+    problems.update(_attach_blocks(model, characters))
+    _log_problems(problems)
+    return Runtime(settings, base, model.eval(), characters, problems)
+
+
+def _attach_blocks(model: NeekoModel, characters: dict[str, Character]) -> dict[str, str]:
+    """Load the block of every character that has one (and is not loaded yet, as after an
+    add-character in this process); the problems, by slug."""
+    problems = {}
     for slug, character in characters.items():
-        if not (character.block_path and character.block_path.is_file()):
+        if slug in model.block_names or not (character.block_path
+                                             and character.block_path.is_file()):
             continue
         try:
             load_block(model, character.block_path, name=slug)
         except AdapterFormatError as err:
             problems[slug] = f"block not loaded ({err}); the character uses fusion instead"
+    return problems
+
+
+def _log_problems(problems: dict[str, str]) -> None:
     for slug, problem in problems.items():
         log.warning("character %s: %s", slug, problem)
-    return Runtime(settings, base, model.eval(), characters, problems)

@@ -13,6 +13,7 @@ import json
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import traceback
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from neeko_app.chat.engine import ChatEngine
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.scheduler import BatchScheduler
 from neeko_app.chat.session import SessionStore
+from neeko_app.cli import main
 from neeko_app.config import Settings
 from neeko_app.memory import MemoryStore
 from neeko_app.model import load_base_model
@@ -44,6 +46,7 @@ from tests.conftest import randomize_blocks, write_card
 ROLE_DIM = 384
 OLD_CHARACTERS = {"baker": "Bread Baker", "sailor": "Old Sailor"}
 PROBE_IDS = [[2, 60, 61, 62, 63, 64, 65, 66]]
+PRELOAD = ["sentence_transformers", "neeko_app.api.server", "neeko_app.training.cli_progress"]
 DEADLINE_S = 240.0  # generous: only a hung or crashed child takes this long
 
 # ---- the test's side -------------------------------------------------------------------
@@ -131,7 +134,7 @@ class Child:
 
     def __init__(self, target: Callable[..., Any], *args: Any) -> None:
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
+        context.set_forkserver_preload([__name__, *PRELOAD])
         self._pipe, child_end = context.Pipe(duplex=False)
         self.process: BaseProcess = context.Process(target=_run, args=(child_end, target, args),
                                                     daemon=True)
@@ -161,28 +164,30 @@ class Child:
                 assert self.process.exitcode == 0, self.process.exitcode
                 return message[1]
 
-    def kill(self) -> list[Any]:
-        """SIGKILL the child now; the messages it sent before dying that were not read yet."""
+    def kill(self) -> None:
+        """SIGKILL the child now; what it sent before dying joins `messages`."""
+        assert self.process.is_alive(), f"the child ended first ({self.process.exitcode})"
         os.kill(self.process.pid, signal.SIGKILL)
         self.process.join(DEADLINE_S)
         assert self.process.exitcode == -signal.SIGKILL, self.process.exitcode
-        return self.drain()
-
-    def drain(self) -> list[Any]:
-        """Every message left in the pipe of a dead child."""
-        left = []
-        while True:
-            try:
-                left.append(self._pipe.recv())
-            except EOFError:
-                self.messages += left
-                return left
+        self._drain()
 
     def died_by_sigkill(self) -> bool:
         """Wait until the child ends by itself; whether SIGKILL ended it."""
         self.process.join(DEADLINE_S)
-        self.drain()
+        self._drain()
         return self.process.exitcode == -signal.SIGKILL
+
+    def _drain(self) -> None:
+        """Read every message left in the pipe of the dead child."""
+        while True:
+            try:
+                message = self._pipe.recv()
+            except EOFError:
+                return
+            if isinstance(message, tuple) and message[:1] == ("error",):
+                raise AssertionError(f"the child failed:\n{message[1]}")
+            self.messages.append(message)
 
 
 def _run(conn: Connection, target: Callable[..., Any], args: tuple) -> None:
@@ -207,6 +212,20 @@ def kill_self_before_replace(name: str, nth: int) -> None:
         real_replace(src, dst, **kwargs)
 
     os.replace = replace
+
+
+def neeko(conn: Connection, argv: list[str], log: Path, env: dict[str, str]) -> int:
+    """The `neeko` command (`neeko_app.cli:main`, what the console script calls) with `env`
+    added to the environment, its stdout and stderr going to `log`."""
+    os.environ.update(env)
+    output = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    for stream in (1, 2):
+        os.dup2(output, stream)
+    try:
+        return main(argv)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
 
 
 def expand(conn: Connection, settings: Settings, source: Path, config: TrainingConfig,
@@ -252,9 +271,11 @@ def _engine(settings: Settings) -> ChatEngine:
                       sessions=SessionStore(settings.sessions_dir), scheduler=scheduler)
 
 
-def chat_then_hang(conn: Connection, settings: Settings, exchanges: int) -> None:
+def chat_then_hang(conn: Connection, settings: Settings, exchanges: int,
+                   kill_at_save: bool) -> None:
     """Chat `exchanges` times (each acknowledged with its reply once it is complete), then
-    start one more, long reply and wait mid-stream, to be killed there."""
+    start one more reply and wait mid-stream to be killed there; or, with `kill_at_save`,
+    finish it and die at the rename that commits the session file."""
     engine = _engine(settings)
     session = engine.open_session(["baker"])
     for number in range(exchanges):
@@ -262,9 +283,13 @@ def chat_then_hang(conn: Connection, settings: Settings, exchanges: int) -> None
         reply.result()
         conn.send(("ack", session.id, f"message {number}", reply.finished_text))
     reply = engine.send(session, "one more",
-                        decoding=DecodingSettings(max_new_tokens=400, seed=0))[0]
+                        decoding=DecodingSettings(max_new_tokens=40, seed=0))[0]
     pieces = iter(reply)
     conn.send(("streaming", next(pieces)))
+    if kill_at_save:
+        kill_self_before_replace(f"{session.id}.json", 1)
+        for _ in pieces:  # complete: memory stores the exchange, then the session is saved
+            pass
     threading.Event().wait(DEADLINE_S)  # mid-reply until the SIGKILL comes
 
 

@@ -39,3 +39,28 @@ def test_runtime_loads_blocks_and_survives_broken_ones(tmp_path):
         expected = donor(ids, gate=donor.gate_for(["alice"])).logits
         got = runtime.model(ids, gate=alice_gate).logits
     assert torch.equal(expected, got)
+
+
+def test_refresh_takes_in_characters_another_replica_added(tmp_path):
+    donor = NeekoModel(load_base_model("tiny", device="cpu").model, MoeLoraConfig())
+    donor.add_blocks(["alice", "dora"], torch.randn(2, 384))
+    for _, layer in donor.lora_layers():
+        layer.lora_BT.normal_(0, 0.05)
+    write_card(tmp_path, "alice", "Alice")
+    save_block(donor, "alice", tmp_path / "alice" / "block.safetensors")
+    runtime = load_runtime(Settings(base_model="tiny", device="cpu", characters_dir=tmp_path),
+                           report=lambda _: None)
+    assert runtime.refresh() == []
+
+    write_card(tmp_path, "dora", "Dora")  # what another replica's add-character leaves
+    save_block(donor, "dora", tmp_path / "dora" / "block.safetensors")
+    write_card(tmp_path, "erin", "Erin")  # a fusion character
+    (tmp_path / ".staging" / "fred").mkdir(parents=True)  # an add still in progress
+    assert sorted(runtime.refresh()) == ["dora", "erin"]
+    assert runtime.model.block_names == ["alice", "dora"]
+    assert runtime.refresh() == [] and runtime.model.block_names == ["alice", "dora"]
+    ids = torch.tensor([[2, 50, 60, 70]])
+    with torch.no_grad():
+        expected = donor(ids, gate=donor.gate_for(["dora"])).logits
+        got = runtime.model(ids, gate=runtime.gate_for(runtime.character("dora"))).logits
+    assert torch.equal(expected, got)

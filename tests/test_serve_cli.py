@@ -17,10 +17,11 @@ from tests.test_cli import neeko_exe
 from tests.test_memory import free_port
 
 
-def start_serve(arguments: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    """`neeko serve ARGUMENTS` in the background, its output going to `log`."""
+def start_server(command: str, arguments: list[str], env: dict[str, str], log: Path
+                 ) -> subprocess.Popen:
+    """`neeko COMMAND ARGUMENTS` (serve or api) in the background, its output going to `log`."""
     with log.open("w") as output:
-        return subprocess.Popen([neeko_exe(), "serve", *arguments], env=env, stdout=output,
+        return subprocess.Popen([neeko_exe(), command, *arguments], env=env, stdout=output,
                                 stderr=subprocess.STDOUT)
 
 
@@ -43,8 +44,8 @@ def test_serve_answers_on_loopback_with_the_app_page(tmp_path):
     env = os.environ | {"NEEKO_CACHE_DIR": str(tmp_path / "cache"),
                         "NEEKO_SESSIONS_DIR": str(tmp_path / "sessions")}
     log = tmp_path / "serve.log"
-    server = start_serve(["--base-model", "tiny", "--characters-dir", str(tmp_path),
-                          "--port", str(port), "--no-memory"], env, log)
+    server = start_server("serve", ["--base-model", "tiny", "--characters-dir", str(tmp_path),
+                                    "--port", str(port), "--no-memory"], env, log)
     try:
         url = f"http://127.0.0.1:{port}/"
         page = wait_for_page(server, url, timeout_s=240, log=log)

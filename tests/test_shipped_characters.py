@@ -1,5 +1,6 @@
 """The shipped characters on the real model: trained blocks that separate the characters,
-and incremental learning (expansion) that leaves every shipped character bit-identical."""
+incremental learning (expansion) that leaves every shipped character bit-identical, and PEFT
+exports that give the in-app logits."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 
 from neeko_app.chat.prompt import Turn, character_header, render_prompt
 from neeko_app.config import Settings
+from neeko_app.deploy import export_all
 from neeko_app.evaluation.heldout import HeldoutOptions, run_heldout_evaluation
 from neeko_app.evaluation.perplexity import diagonal_is_row_minimum
 from neeko_app.moelora.persistence import read_block_metadata
@@ -89,3 +91,29 @@ def test_expansion_leaves_the_shipped_characters_bit_identical(tmp_path):
     reloaded = load_runtime(settings, report=lambda _: None)
     for slug, logits in before.items():
         assert torch.equal(last_logits(reloaded, slug), logits), slug
+
+
+def test_every_exported_adapter_gives_the_in_app_logits_in_peft(tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    runtime = load_runtime(Settings(device="cpu", characters_dir=SHIPPED), report=lambda _: None)
+    report = export_all(runtime, tmp_path)
+    assert list(report.adapters) == sorted([*PRETRAINED, EXPANDED]) and not report.skipped
+    ids = runtime.base.tokenizer(QUESTION, return_tensors="pt").input_ids
+    # a fresh base from the folder the launch lines give the model servers (tokenizer not needed)
+    fresh = AutoModelForCausalLM.from_pretrained(report.base_model, dtype=torch.float32)
+    first, *others = report.adapters
+    peft_model = PeftModel.from_pretrained(fresh, report.adapters[first], adapter_name=first)
+    for slug in others:
+        peft_model.load_adapter(report.adapters[slug], adapter_name=slug)
+    peft_model.eval()
+    logits = {}
+    with torch.no_grad():
+        for slug in report.adapters:
+            ours = runtime.model(ids, gate=runtime.model.gate_for([slug])).logits
+            peft_model.set_adapter(slug)
+            logits[slug] = peft_model(input_ids=ids).logits
+            assert torch.allclose(logits[slug], ours, rtol=0, atol=1e-4), (
+                slug, (logits[slug] - ours).abs().max().item())
+    assert not torch.allclose(logits["beethoven"], logits["spartacus"], atol=1e-2)

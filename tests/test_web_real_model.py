@@ -13,7 +13,7 @@ import pytest
 
 from neeko_app.chat.session import SessionStore
 from tests.test_memory import free_port
-from tests.test_serve_cli import start_serve, wait_for_page
+from tests.test_serve_cli import start_server, wait_for_page
 from tests.test_web_e2e import (  # noqa: F401  (browser is a fixture)
     SCREENSHOTS,
     TIMEOUT_MS,
@@ -35,8 +35,8 @@ def test_the_real_model_streams_an_in_character_reply_in_the_browser(browser, tm
     sessions = SessionStore(tmp_path / "sessions")
     env = os.environ | {"NEEKO_SESSIONS_DIR": str(sessions.directory)}
     log = tmp_path / "serve.log"
-    server = start_serve(["--port", str(port), "--memory-dir", str(tmp_path / "memory"),
-                          "--max-new-tokens", "60"], env, log)
+    server = start_server("serve", ["--port", str(port), "--memory-dir",
+                                    str(tmp_path / "memory"), "--max-new-tokens", "60"], env, log)
     try:
         url = f"http://127.0.0.1:{port}/"
         assert "Neeko: role-play chat" in wait_for_page(server, url, timeout_s=600, log=log)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from neeko_app.api.errors import ApiError
 from neeko_app.chat.prompt import Turn
 from neeko_app.chat.reply import Reply
+from neeko_app.chat.scheduler import TokenStream
 
 INSTRUCTION_ROLES = ("system", "developer")
 
@@ -48,6 +49,26 @@ class ChatCompletionRequest(BaseModel):
     n: int = 1
     seed: int | None = None
     user: str | None = None
+
+
+class CompletionRequest(BaseModel):
+    """`POST /v1/completions`: a raw prompt (text or token ids) continued by a character's
+    block, the way vLLM serves a LoRA adapter (the app's remote backend sends these)."""
+
+    model: str
+    prompt: str | list[int] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None  # as in chat completions
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    n: int = 1
+    seed: int | None = None
+    # vLLM's extra sampling fields
+    stop_token_ids: list[int] | None = None
+    repetition_penalty: float | None = Field(default=None, gt=0, le=10)
+    no_repeat_ngram_size: int | None = Field(default=None, ge=0, le=64)  # ours; vLLM ignores
 
 
 def conversation(messages: list[ChatMessage]) -> tuple[str, list[Turn]]:
@@ -89,6 +110,31 @@ def completion(reply: Reply, completion_id: str, created: int, model: str) -> di
                      "finish_reason": finish_reason(reply)}],
         "usage": usage(reply),
     }
+
+
+def text_completion(stream: TokenStream, completion_id: str, created: int, model: str,
+                    prompt_tokens: int) -> dict:
+    """A finished raw completion as a `text_completion` object."""
+    return {
+        "id": completion_id, "object": "text_completion", "created": created, "model": model,
+        "choices": [{"index": 0, "text": stream.text, "finish_reason": stream_finish(stream),
+                     "logprobs": None}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": stream.completion_tokens,
+                  "total_tokens": prompt_tokens + stream.completion_tokens},
+    }
+
+
+def stream_finish(stream: TokenStream) -> str:
+    return "length" if stream.finish_reason == "length" else "stop"
+
+
+def text_chunk(completion_id: str, created: int, model: str, text: str,
+               reason: str | None = None) -> str:
+    """One streamed `text_completion` event."""
+    return sse({"id": completion_id, "object": "text_completion", "created": created,
+                "model": model,
+                "choices": [{"index": 0, "text": text, "finish_reason": reason,
+                             "logprobs": None}]})
 
 
 def sse(payload: dict | str) -> str:

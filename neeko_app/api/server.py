@@ -4,8 +4,12 @@ engine's batching scheduler (concurrent requests share forward passes).
     GET  /v1/models             the characters
     GET  /v1/models/{id}        one character
     POST /v1/chat/completions   `model` = character id; `stream` gives server-sent events
+    POST /v1/completions        a raw prompt (text or token ids) continued by the character's
+                                block, without header or memory: what a model server like
+                                vLLM does, so one app can be another's remote backend
 
-Memory is keyed by the `X-Session-Id` header, else the request's `user` field.
+Memory is keyed by the `X-Session-Id` header, else the request's `user` field. A chat
+completion's `X-Neeko-Recalled-Turns` header lists the earlier turns memory recalled.
 """
 
 from __future__ import annotations
@@ -20,21 +24,26 @@ from typing import Annotated
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Header
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from neeko_app.api.errors import ApiError, install_error_handlers
 from neeko_app.api.schemas import (
     ChatCompletionRequest,
+    CompletionRequest,
     chunk,
     completion,
     conversation,
     finish_reason,
     sse,
+    stream_finish,
+    text_chunk,
+    text_completion,
     usage,
 )
 from neeko_app.chat.engine import ChatEngine
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.reply import Reply
+from neeko_app.chat.scheduler import TokenStream
 from neeko_app.memory.validation import validate_session_id
 
 log = logging.getLogger(__name__)
@@ -71,12 +80,15 @@ def create_app(engine: ChatEngine, api_key: str | None = None) -> FastAPI:
 
     def known(slug: str) -> str:
         if slug not in engine.runtime.characters:
+            engine.runtime.refresh()  # another replica may have added it
+        if slug not in engine.runtime.characters:
             raise ApiError(404, f"the model {slug!r} does not exist; GET /v1/models lists the "
                                 "characters", "model_not_found")
         return slug
 
     @router.get("/models")
     def list_models() -> dict:
+        engine.runtime.refresh()
         return {"object": "list", "data": [model_card(s) for s in engine.runtime.characters]}
 
     @router.get("/models/{slug}")
@@ -99,12 +111,45 @@ def create_app(engine: ChatEngine, api_key: str | None = None) -> FastAPI:
         except ValueError as err:
             raise ApiError(400, str(err), "context_length_exceeded") from None
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        recalled = {"X-Neeko-Recalled-Turns": ",".join(
+            str(e.turn) for e in sorted(reply.context.recalled, key=lambda e: e.turn))}
         if not request.stream:
             reply.result()
-            return completion(reply, completion_id, created, character)
+            return JSONResponse(completion(reply, completion_id, created, character),
+                                headers=recalled)
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         return StreamingResponse(
             _events(reply, completion_id, created, character, include_usage),
+            media_type="text/event-stream", headers={"Cache-Control": "no-cache", **recalled})
+
+    @router.post("/completions")
+    def completions(request: CompletionRequest):
+        character = known(request.model)
+        if request.n != 1:
+            raise ApiError(400, "only n=1 is supported", "invalid_n")
+        prompt_ids = (request.prompt if isinstance(request.prompt, list) else
+                      engine.tokenizer(request.prompt, add_special_tokens=False).input_ids)
+        vocabulary = len(engine.tokenizer)
+        if not all(0 <= i < vocabulary for i in [*prompt_ids, *(request.stop_token_ids or [])]):
+            raise ApiError(400, f"token ids must be between 0 and {vocabulary - 1}",
+                           "invalid_token_id")
+        decoding = replace(_decoding(engine, request), **{
+            k: v for k, v in {"repetition_penalty": request.repetition_penalty,
+                              "no_repeat_ngram_size": request.no_repeat_ngram_size}.items()
+            if v is not None})
+        try:
+            stream = engine.complete(character, prompt_ids, decoding, request.stop_token_ids)
+        except ValueError as err:
+            raise ApiError(400, str(err), "context_length_exceeded") from None
+        completion_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        if not request.stream:
+            for _ in stream:
+                pass
+            return text_completion(stream, completion_id, created, character, len(prompt_ids))
+        include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        return StreamingResponse(
+            _text_events(stream, completion_id, created, character, len(prompt_ids),
+                         include_usage),
             media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     app.include_router(router)
@@ -120,7 +165,8 @@ def _session_id(value: str | None) -> str | None:
         raise ApiError(400, str(err), "invalid_session_id") from None
 
 
-def _decoding(engine: ChatEngine, request: ChatCompletionRequest) -> DecodingSettings:
+def _decoding(engine: ChatEngine, request: ChatCompletionRequest | CompletionRequest
+              ) -> DecodingSettings:
     """The engine's decoding settings with the request's choices; `max_tokens` is refused
     when absurd (< 1 or beyond the context) and clamped to the engine's reply limit."""
     asked = (request.max_completion_tokens if request.max_completion_tokens is not None
@@ -132,6 +178,28 @@ def _decoding(engine: ChatEngine, request: ChatCompletionRequest) -> DecodingSet
                  "temperature": request.temperature, "top_p": request.top_p,
                  "seed": request.seed}
     return replace(engine.decoding, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _text_events(stream: TokenStream, completion_id: str, created: int, model: str,
+                 prompt_tokens: int, include_usage: bool) -> Iterator[str]:
+    """A raw completion as `text_completion` events, then `[DONE]`; a closed connection
+    cancels the generation."""
+    try:
+        for piece in stream:
+            yield text_chunk(completion_id, created, model, piece)
+    except GeneratorExit:
+        stream.cancel()
+        raise
+    except Exception as err:
+        log.exception("generation failed during a stream")
+        yield sse({"error": {"message": f"generation failed ({type(err).__name__})",
+                             "type": "server_error", "code": None}})
+        return
+    yield text_chunk(completion_id, created, model, "", stream_finish(stream))
+    if include_usage:
+        done = text_completion(stream, completion_id, created, model, prompt_tokens)
+        yield sse({**done, "choices": []})
+    yield sse("[DONE]")
 
 
 def _events(reply: Reply, completion_id: str, created: int, model: str,

@@ -24,7 +24,13 @@ from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.group import next_speakers, perspective
 from neeko_app.chat.prompt import Turn, character_header
 from neeko_app.chat.reply import Reply
-from neeko_app.chat.scheduler import BatchScheduler, GateRow, GenerationRequest, gate_row
+from neeko_app.chat.scheduler import (
+    BatchScheduler,
+    GateRow,
+    GenerationRequest,
+    TokenStream,
+    gate_row,
+)
 from neeko_app.chat.session import ChatSession, SessionError, SessionStore
 from neeko_app.memory import MemoryStore
 from neeko_app.runtime import Runtime
@@ -101,7 +107,8 @@ class ChatEngine:
                     for slug, turns in drafts]
         streams = self.scheduler.submit_many([
             GenerationRequest(tuple(self.tokenizer(prompt.text, add_special_tokens=False)
-                                    .input_ids), self._gate_row(slug), decoding)
+                                    .input_ids), self._gate_row(slug), decoding,
+                              self.adapter_name(slug))
             for slug, _, prompt in prepared])
         replies = []
         for (slug, turns, prompt), stream in zip(prepared, streams, strict=True):
@@ -110,6 +117,34 @@ class ChatEngine:
                 reply.on_done.append(self._remembering(session_id, turns))
             replies.append(reply)
         return replies
+
+    def complete(self, character: str, prompt_ids: Sequence[int],
+                 decoding: DecodingSettings | None = None,
+                 stop_ids: Sequence[int] | None = None) -> TokenStream:
+        """Continue a raw prompt (token ids) with `character`'s block: no header, no memory.
+        ValueError when the prompt and the reply do not fit the context."""
+        decoding = decoding or self.decoding
+        if decoding.max_new_tokens > self.max_reply_tokens:
+            raise ValueError(f"a reply may have at most {self.max_reply_tokens} tokens, "
+                             f"{decoding.max_new_tokens} were asked for")
+        if len(prompt_ids) + decoding.max_new_tokens > self.context_tokens:
+            raise ValueError(f"the prompt ({len(prompt_ids)} tokens) and the reply "
+                             f"({decoding.max_new_tokens}) exceed the {self.context_tokens}-"
+                             "token context")
+        return self.scheduler.submit(GenerationRequest(
+            tuple(prompt_ids), self._gate_row(character), decoding, self.adapter_name(character),
+            None if stop_ids is None else tuple(stop_ids)))
+
+    def adapter_name(self, character: str) -> str:
+        """The block a remote model server serves for `character`: its own, or for a fusion
+        character the block its gate weighs most ("" when there are no blocks)."""
+        names = self.runtime.model.block_names
+        if character in names:
+            return character
+        indices, weights = self._gate_row(character)
+        if not indices:
+            return ""
+        return names[max(zip(weights, indices, strict=True))[1]]
 
     def prepare(self, character: str, turns: Sequence[Turn], session_id: str | None = None,
                 max_new_tokens: int | None = None, instructions: str = "") -> AssembledPrompt:

@@ -40,11 +40,17 @@ def gate_row(gate: Gate | None) -> GateRow:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One reply to generate: prompt token ids, its gate row and its decoding settings."""
+    """One reply to generate: prompt token ids, its gate row and its decoding settings.
+
+    `model` names the character's adapter for a remote backend; `stop_ids` replace the
+    scheduler's end-of-reply tokens for this request.
+    """
 
     prompt_ids: tuple[int, ...]
     gate: GateRow
     settings: DecodingSettings
+    model: str = ""
+    stop_ids: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.prompt_ids:
@@ -190,7 +196,8 @@ class BatchScheduler:
         """Decode `batch` to the end: one forward pass per step for all unfinished rows."""
         device = self.model.keys.device
         rows = [RowDecoder(self.tokenizer, s.request.prompt_ids, s.request.settings,
-                           self._stop_ids) for s in batch]
+                           self._stop_ids if s.request.stop_ids is None else s.request.stop_ids)
+                for s in batch]
         width = max(len(s.request.prompt_ids) for s in batch)
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(s.request.prompt_ids))

@@ -29,6 +29,7 @@ class BaseModel:
     model_id: str
     device: torch.device
     dtype: torch.dtype
+    directory: Path | None = None  # the weights on disk (None for the in-memory tiny model)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -62,7 +63,7 @@ def load_base_model(
     target_dtype = resolve_dtype(dtype, target_device)
     if spec == "tiny":
         tokenizer = tiny_tokenizer()
-        model, model_id = tiny_model(len(tokenizer)), "tiny-gemma3"
+        model, model_id, directory = tiny_model(len(tokenizer)), "tiny-gemma3", None
     else:
         if spec == "embedded":
             directory = embedded_model_dir(cache_dir or Settings().cache_dir, report)
@@ -82,4 +83,4 @@ def load_base_model(
     model = model.to(device=target_device, dtype=target_dtype).eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return BaseModel(model, tokenizer, model_id, target_device, target_dtype)
+    return BaseModel(model, tokenizer, model_id, target_device, target_dtype, directory)

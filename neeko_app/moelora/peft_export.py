@@ -13,20 +13,28 @@ from neeko_app.storage import atomic_save_tensors, atomic_write_json
 
 
 def peft_adapter_config(model: NeekoModel, base_model_name_or_path: str) -> dict:
-    """An `adapter_config.json` for a block of `model` (plain LoRA fields only)."""
+    """An `adapter_config.json` for a block of `model`: plain LoRA fields that PEFT, vLLM and
+    LoRAX all read the same way, and none that a server refuses."""
+    # Checked against (peft_type, task_type, lora_dropout, inference_mode are PEFT's own):
+    # vLLM vllm/lora/peft_helper.py (PEFTHelper): needs r, lora_alpha, target_modules; refuses
+    #   use_dora, modules_to_save and bias != "none"; drops unknown keys; scale alpha/r.
+    # vLLM vllm/config/lora.py: r must fit --max-lora-rank (see moelora/serving_lines.py).
+    # LoRAX server/lorax_server/adapters/lora.py: peft LoraConfig.from_pretrained, then reads
+    #   r, target_modules, fan_in_fan_out, lora_alpha, use_rslora, base_model_name_or_path.
+    # LoRAX docs/models/adapters/lora.md: Gemma targets q/k/v/o_proj, gate/up/down_proj.
+    alpha = model.config.alpha
     return {
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
         "base_model_name_or_path": base_model_name_or_path,
         "r": model.config.rank,
-        "lora_alpha": model.config.alpha,
+        "lora_alpha": int(alpha) if float(alpha).is_integer() else alpha,  # int in vLLM, LoRAX
         "lora_dropout": 0.0,
         "target_modules": sorted(model.config.target_modules),
         "bias": "none",
-        "fan_in_fan_out": False,
+        "fan_in_fan_out": False,  # weights are stored (out, in) as PEFT writes them
         "use_rslora": False,
         "use_dora": False,
-        "init_lora_weights": True,
         "inference_mode": True,
     }
 

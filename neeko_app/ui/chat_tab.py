@@ -102,7 +102,9 @@ class ChatTab:
                                self.engine.memory is not None)
 
     def picker_values(self) -> tuple:
-        """Fresh values for `self.picker` (after a character was added, or on page load)."""
+        """Fresh values for `self.picker` (after a character was added, or on page load:
+        characters another replica added to the shared folder appear then)."""
+        self.engine.runtime.refresh()
         choices = self._choices()
         return (gr.Dataset(samples=self._picker_samples()), [slug for _, slug in choices],
                 gr.Dropdown(choices=choices), gr.Dropdown(choices=choices))
