@@ -16,13 +16,12 @@ from neeko_app.config import Settings
 from neeko_app.evaluation.heldout import (
     HeldoutOptions,
     format_report,
-    profile_prompt_header,
     run_heldout_evaluation,
-    system_header,
 )
 from neeko_app.evaluation.overlap import longest_shared_run
 from neeko_app.evaluation.perplexity import diagonal_is_row_minimum, perplexity_matrix
 from neeko_app.evaluation.role_identification import identify, profile_embedding
+from neeko_app.evaluation.systems import profile_prompt_header, system_header
 from neeko_app.evaluation.voice import speaks_in_first_person
 from neeko_app.memory import MemoryStore
 from neeko_app.memory.knowledge import index_characters

@@ -1,12 +1,9 @@
 """`neeko eval-heldout`: perplexity matrix and role identification on the held-out sets.
 
-Three systems answer the held-out questions: `blocks` (the short header of training and the
-character's own block, or its fusion gate), `blocks+memory` (the same, with the knowledge
-retrieval memory finds for the question in the header, as the chat app does) and
-`profile-prompt` (the bare base model with the character's card written into the prompt:
-the in-context baseline). Each reply also records the longest word run it copies from its
-prompt, since a reply that recites its profile is identified easily but is not role-play,
-and whether it speaks in the first person (as the character, not about them).
+The systems of `evaluation.systems` answer the held-out questions. Each reply also records
+the longest word run it copies from its prompt, since a reply that recites its profile is
+identified easily but is not role-play, and whether it speaks in the first person (as the
+character, not about them).
 """
 
 from __future__ import annotations
@@ -18,15 +15,14 @@ from dataclasses import dataclass, field
 import torch
 
 from neeko_app.characters.card import Character
-from neeko_app.chat.context import RetrievedContext, memory_header
-from neeko_app.chat.engine import ContextLimits
 from neeko_app.chat.generation import DecodingSettings
-from neeko_app.chat.prompt import Turn, character_header, render_prompt
+from neeko_app.chat.prompt import Turn, render_prompt
 from neeko_app.chat.scheduler import BatchScheduler, GenerationRequest, gate_row
 from neeko_app.evaluation import HELDOUT_SYSTEMS
 from neeko_app.evaluation.overlap import COPY_WORDS, longest_shared_run
 from neeko_app.evaluation.perplexity import diagonal_is_row_minimum, perplexity_matrix
 from neeko_app.evaluation.role_identification import identify, profile_embedding
+from neeko_app.evaluation.systems import system_gate, system_header
 from neeko_app.evaluation.voice import speaks_in_first_person
 from neeko_app.memory import MemoryStore
 from neeko_app.runtime import Runtime
@@ -98,18 +94,6 @@ class HeldoutReport:
         }
 
 
-def profile_prompt_header(character: Character) -> str:
-    """The in-context baseline's header: the character's card written out in the prompt."""
-    parts = [character_header(character), f"Personality: {character.personality}"]
-    if character.speaking_style:
-        parts.append(f"Speaking style: {character.speaking_style}")
-    parts.append(f"Scenario: {character.scenario}")
-    if character.example_lines:
-        parts.append("Example lines:\n" + "\n".join(f"- {x}" for x in character.example_lines))
-    parts.append("Stay in character and answer as this person would.")
-    return "\n".join(parts)
-
-
 def heldout_conversations(character: Character, limit: int | None) -> list[Conversation]:
     """The held-out set, or `limit` conversations spread evenly over it (files are grouped
     by topic, so the first few would all be about one thing)."""
@@ -117,20 +101,6 @@ def heldout_conversations(character: Character, limit: int | None) -> list[Conve
     if not limit or limit >= len(conversations):
         return conversations
     return [conversations[i * len(conversations) // limit] for i in range(limit)]
-
-
-def system_header(system: str, character: Character, question: str,
-                  memory: MemoryStore | None) -> str:
-    """The header `system` puts before `question` (see the module docstring)."""
-    if system == "profile-prompt":
-        return profile_prompt_header(character)
-    header = character_header(character)
-    if system == "blocks+memory":
-        if memory is None:
-            raise ValueError("the blocks+memory system needs a memory store")
-        found = memory.search_knowledge(character.slug, question, ContextLimits.knowledge_k)
-        header = memory_header(header, character.name, RetrievedContext(tuple(found)))
-    return header
 
 
 def _answer_all(runtime: Runtime, heldout: dict[Character, list[Conversation]],
@@ -145,7 +115,7 @@ def _answer_all(runtime: Runtime, heldout: dict[Character, list[Conversation]],
     requests, headers = [], []
     for character, question in rows:
         header = system_header(system, character, question, memory)
-        gate = None if system == "profile-prompt" else runtime.gate_for(character)
+        gate = system_gate(system, runtime, character)
         headers.append(header)
         prompt = render_prompt(header, [Turn("user", question)])
         ids = tuple(tokenizer(prompt, add_special_tokens=False).input_ids)

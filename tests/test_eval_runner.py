@@ -1,0 +1,61 @@
+"""The script runner on the tiny model: every turn of every exchange, per character and
+system, multi-turn history, expectations, and resume after a stop."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from neeko_app.evaluation.runner import ReplyLog, run_scripts
+from neeko_app.evaluation.script import parse_script
+from tests.tiny_characters import make_tiny_runtime
+
+SCRIPT = parse_script({
+    "name": "tiny", "characters": ["ada", "newton"], "era_terms": ["computer"],
+    "exchanges": [
+        {"ask": "Where were you born?", "tags": ["life"],
+         "expect": {"mentions_any": ["zzzz-never"]}},
+        {"conversation": [{"ask": "Name a friend."}, {"ask": "Why that friend?"}],
+         "tags": ["multi-turn"]},
+    ]})
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory):
+    return make_tiny_runtime(tmp_path_factory.mktemp("runner"),
+                             {"ada": "Ada Lovelace", "newton": "Isaac Newton"})
+
+
+def test_every_turn_is_answered_per_character_and_system(runtime, tmp_path):
+    log = ReplyLog(tmp_path / "replies.jsonl")
+    replies = run_scripts(runtime, [SCRIPT], ["blocks", "profile-prompt"], log)
+    assert len(replies) == 2 * 2 * 3  # systems x characters x turns
+    keys = {r.key for r in replies}
+    assert ("blocks", "tiny", "newton", 1, 1) in keys and len(keys) == 12
+    first = [r for r in replies if r.exchange == 0]
+    assert all(r.failures == ("mentions none of ['zzzz-never']",) for r in first)
+    assert all(r.failures is None for r in replies if r.exchange == 1)
+    assert all(r.tags == ("multi-turn",) for r in replies if r.exchange == 1)
+    assert all(r.tokens > 0 and r.seconds > 0 for r in replies)
+    assert len(log.read()) == 12
+
+
+def test_a_stopped_run_resumes_with_what_is_missing(runtime, tmp_path):
+    whole = run_scripts(runtime, [SCRIPT], ["blocks"], ReplyLog(tmp_path / "a.jsonl"))
+    partial = tmp_path / "b.jsonl"
+    lines = (tmp_path / "a.jsonl").read_text().splitlines()
+    partial.write_text("\n".join(lines[:3]) + "\n" + lines[3][:20])  # cut mid-line by a kill
+    seen = []
+    resumed = run_scripts(runtime, [SCRIPT], ["blocks"], ReplyLog(partial),
+                          progress=lambda done, total: seen.append((done, total)))
+    assert seen[0] == (3, 6)  # three replies were kept, the cut line was not
+    assert sorted((r.key, r.reply) for r in resumed) == sorted((r.key, r.reply) for r in whole)
+    assert len([json.loads(x) for x in partial.read_text().splitlines()[4:]]) == 3
+
+
+def test_an_unknown_character_fails_before_anything_runs(runtime, tmp_path):
+    script = parse_script({"name": "x", "characters": ["nobody"], "exchanges": [{"ask": "?"}]})
+    with pytest.raises(Exception, match="unknown character 'nobody'"):
+        run_scripts(runtime, [script], ["blocks"], ReplyLog(tmp_path / "x.jsonl"))
+    assert not (tmp_path / "x.jsonl").exists()
