@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from neeko_app.cli import main
 from neeko_app.evaluation.runner import ReplyLog, run_scripts
 from neeko_app.evaluation.script import parse_script
 from tests.tiny_characters import make_tiny_runtime
@@ -59,3 +60,32 @@ def test_an_unknown_character_fails_before_anything_runs(runtime, tmp_path):
     with pytest.raises(Exception, match="unknown character 'nobody'"):
         run_scripts(runtime, [script], ["blocks"], ReplyLog(tmp_path / "x.jsonl"))
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_the_eval_command_writes_replies_results_report_and_plot(runtime, tmp_path, capsys):
+    script = tmp_path / "tiny.yaml"
+    script.write_text(json.dumps({  # JSON is YAML too
+        "name": "tiny", "characters": ["ada", "newton"],
+        "exchanges": [{"ask": "Where were you born?", "expect": {"in_character": True}},
+                      {"ask": "What do you study?"}]}))
+    out = tmp_path / "report"
+    settings = runtime.settings
+    code = main(["eval", str(script), "--base-model", "tiny", "--characters-dir",
+                 str(settings.characters_dir), "--cache-dir", str(settings.cache_dir),
+                 "--systems", "blocks", "profile-prompt", "--out", str(out),
+                 "--max-new-tokens", "8"])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["scores"]) == {"blocks", "profile-prompt"}
+    assert set(results["scores"]["blocks"]) == {"overall", "ada", "newton"}
+    assert results["scores"]["blocks"]["overall"]["replies"] == 4
+    assert len((out / "replies.jsonl").read_text().splitlines()) == 8
+    report = (out / "report.md").read_text()
+    assert "| blocks |" in report and "| newton |" in report and "role-ID" in report
+    assert (out / "role-identification.png").read_bytes().startswith(b"\x89PNG")
+    assert "| profile-prompt |" in capsys.readouterr().out
+
+
+def test_an_unknown_script_name_lists_the_shipped_ones(capsys):
+    assert main(["eval", "no-such-script", "--base-model", "tiny"]) == 2
+    assert "no script 'no-such-script'; shipped scripts: " in capsys.readouterr().err

@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.config import Settings
+from neeko_app.evaluation.judge import Judge, judge_replies
 from neeko_app.evaluation.report import write_report
 from neeko_app.evaluation.role_identification import profile_embedding
 from neeko_app.evaluation.runner import ReplyLog, run_scripts
@@ -59,10 +60,18 @@ def run_eval_command(settings: Settings, args: argparse.Namespace) -> int:
     evaluated = sorted({c for script in scripts for c in script.characters})
     profiles = {slug: profile_embedding(runtime.character(slug)) for slug in evaluated}
     table = score(replies, profiles)
+    judged = None
+    if args.judge_url:
+        judge = Judge(args.judge_url, args.judge_model, args.judge_key)
+        try:
+            judged = judge_replies(judge, runtime.characters, replies)
+        finally:
+            judge.close()
     meta = {"scripts": [s.name for s in scripts], "systems": list(args.systems),
             "base_model": runtime.base.model_id, "max_new_tokens": args.max_new_tokens,
+            "judge": args.judge_model if args.judge_url else None,
             "seconds": round(time.perf_counter() - started, 1)}
-    paths = write_report(out, table, "Scripted evaluation", meta)
+    paths = write_report(out, table, "Scripted evaluation", meta, judged)
     print((out / "report.md").read_text())
     print("written: " + ", ".join(str(p) for p in paths))
     return 0

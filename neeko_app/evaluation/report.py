@@ -59,16 +59,31 @@ def role_plot(table: dict[str, dict[str, Scores]]) -> bytes:
     return buffer.getvalue()
 
 
+def judge_table(judged: dict[str, dict[str, float | int]]) -> str:
+    """The judge's mean scores (1-7) per system and criterion."""
+    criteria = [c for c in next(iter(judged.values())) if c not in ("scored", "unusable")]
+    lines = ["| system | " + " | ".join(criteria) + " | scored | unusable |",
+             "|---" * (len(criteria) + 3) + "|"]
+    for system, row in judged.items():
+        lines.append(f"| {system} | " + " | ".join(_cell(row[c]) for c in criteria)
+                     + f" | {row['scored']} | {row['unusable']} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_report(out_dir: Path, table: dict[str, dict[str, Scores]], title: str,
-                 meta: dict) -> list[Path]:
+                 meta: dict, judged: dict[str, dict[str, float | int]] | None = None
+                 ) -> list[Path]:
     """results.json, report.md and role-identification.png in `out_dir`; the paths."""
     results = {"meta": meta, "scores": {system: {group: scores.to_dict()
                                                  for group, scores in groups.items()}
-                                        for system, groups in table.items()}}
+                                        for system, groups in table.items()},
+               "judge": judged}
     paths = [out_dir / "results.json", out_dir / "report.md",
              out_dir / "role-identification.png"]
     atomic_write_json(paths[0], results)
-    atomic_write_text(paths[1], markdown_report(table, title)
+    judge_part = (f"\nLLM judge ({meta.get('judge')}), 1-7\n\n{judge_table(judged)}"
+                  if judged else "")
+    atomic_write_text(paths[1], markdown_report(table, title) + judge_part
                       + "\n![role identification](role-identification.png)\n")
     atomic_write_bytes(paths[2], role_plot(table))
     return paths
