@@ -1,6 +1,5 @@
 """Measuring how well blocks play their characters (held-out sets, scripted dialogues)."""
 
-# Who answers the held-out questions: the character's block with the short training header;
-# the block with what retrieval memory finds for the question (the app's setting); the bare
-# base model with the card written into the prompt (the in-context baseline).
+# The systems `evaluation.systems` defines; the first three run by default.
 HELDOUT_SYSTEMS = ("blocks", "blocks+memory", "profile-prompt")
+ALL_SYSTEMS = (*HELDOUT_SYSTEMS, "fusion", "lora-mix")

@@ -4,10 +4,16 @@
 - `blocks+memory`: the same, with the knowledge retrieval memory finds for the question in
   the header, as the chat app does;
 - `profile-prompt`: the bare base model with the character's card written into the prompt
-  (the in-context baseline).
+  (the in-context baseline);
+- `fusion`: the character as if it had been added by fusion: the other characters' blocks
+  mixed by role similarity, even when it has a block of its own (fusion vs. expansion);
+- `lora-mix`: one block trained on every character's data mixed (the paper's LoRA-mix
+  baseline; `neeko train --mix` makes it), with the short training header.
 """
 
 from __future__ import annotations
+
+import torch
 
 from neeko_app.characters.card import Character
 from neeko_app.chat.context import RetrievedContext, memory_header
@@ -15,7 +21,8 @@ from neeko_app.chat.engine import ContextLimits
 from neeko_app.chat.prompt import character_header
 from neeko_app.memory import MemoryStore
 from neeko_app.moelora import Gate
-from neeko_app.runtime import Runtime
+from neeko_app.moelora.gate import fusion_gate
+from neeko_app.runtime import Runtime, character_role
 
 
 def profile_prompt_header(character: Character) -> str:
@@ -44,6 +51,31 @@ def system_header(system: str, character: Character, question: str,
     return header
 
 
+MIX_BLOCK = "lora-mix"  # the name of the LoRA-mix baseline's block in the model
+
+
 def system_gate(system: str, runtime: Runtime, character: Character) -> Gate | None:
     """The gate `system` generates `character`'s replies with (None: the bare base model)."""
-    return None if system == "profile-prompt" else runtime.gate_for(character)
+    if system == "profile-prompt":
+        return None
+    if system == "fusion":
+        return fusion_without_own_block(runtime, character)
+    if system == MIX_BLOCK:
+        if MIX_BLOCK not in runtime.model.block_names:
+            raise ValueError("the lora-mix system needs the baseline block: train it with "
+                             "`neeko train --mix` first")
+        return runtime.model.gate_for([MIX_BLOCK])
+    return runtime.gate_for(character)
+
+
+def fusion_without_own_block(runtime: Runtime, character: Character, temperature: float = 0.1,
+                             top_k: int = 2) -> Gate | None:
+    """The fusion gate of `character` over the other characters' blocks (the LoRA-mix
+    baseline's block left out too); None when there are no such blocks."""
+    others = [i for i, name in enumerate(runtime.model.block_names)
+              if name not in (character.slug, MIX_BLOCK)]
+    if not others:
+        return None
+    gate = fusion_gate(character_role(character)[None], runtime.model.keys[others],
+                       temperature, top_k)
+    return Gate(torch.tensor(others)[gate.indices], gate.weights)
