@@ -10,9 +10,12 @@ import torch
 
 from neeko_app.characters.card import CharacterError
 from neeko_app.chat.prompt import Turn, render_prompt
+from neeko_app.cli import main
 from neeko_app.config import Settings
+from neeko_app.evaluation.systems import MIX_BLOCK
 from neeko_app.model.tiny import tiny_tokenizer
 from neeko_app.runtime import load_runtime
+from neeko_app.training.baselines import load_lora_mix, mix_block_path
 from neeko_app.training.data import (
     IGNORE,
     Conversation,
@@ -192,3 +195,20 @@ def test_an_interrupted_expansion_resumes_from_its_checkpoint(library, tmp_path)
     assert steps[0] == 5, "the second run did not resume at the checkpoint"
     assert added.block_path.is_file() and added.folder == library.characters_dir / "smith"
     assert not checkpoint.exists() and not (library.characters_dir / ".staging" / "smith").exists()
+
+
+def test_the_lora_mix_baseline_is_one_block_for_all_characters(library, capsys):
+    assert main(["train", "baker", "sailor", "--mix", "--base-model", "tiny",
+                 "--characters-dir", str(library.characters_dir), "--cache-dir",
+                 str(library.cache_dir), "--epochs", "2", "--batch-size", "2"]) == 0
+    assert "trained the LoRA-mix baseline on baker, sailor" in capsys.readouterr().out
+    assert mix_block_path(library).is_file()
+    assert not (library.characters_dir / "baker" / "block.safetensors").exists()
+    runtime = load_runtime(library, report=lambda _: None)
+    load_lora_mix(runtime.model, library)
+    assert runtime.model.block_names == [MIX_BLOCK]
+    ids = torch.tensor([[2, 60, 61, 62]])
+    with torch.no_grad():
+        mixed = runtime.model(ids, gate=runtime.model.gate_for([MIX_BLOCK])).logits
+        bare = runtime.model(ids).logits
+    assert not torch.equal(mixed, bare)  # the block was trained

@@ -20,6 +20,7 @@ from neeko_app.evaluation.script import SHIPPED_SCRIPTS, load_script
 from neeko_app.memory import MemoryStore
 from neeko_app.memory.knowledge import index_characters
 from neeko_app.runtime import load_runtime
+from neeko_app.training.baselines import load_lora_mix
 
 
 def script_paths(names: list[str]) -> list[Path]:
@@ -41,6 +42,8 @@ def run_eval_command(settings: Settings, args: argparse.Namespace) -> int:
     """Run, score and report; a re-run with the same --out resumes the replies log."""
     scripts = [load_script(path) for path in script_paths(args.scripts)]
     runtime = load_runtime(settings)
+    if "lora-mix" in args.systems:
+        load_lora_mix(runtime.model, settings)
     out = Path(args.out)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="neeko-eval-memory-") as memory_dir:

@@ -8,6 +8,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from neeko_app.config import Settings
+from neeko_app.training.baselines import train_lora_mix
 from neeko_app.training.trainer import Progress, TrainingConfig
 from neeko_app.training.workflows import TrainingJob, add_character, pretrain
 
@@ -38,8 +39,10 @@ def run_training_command(settings: Settings, args: argparse.Namespace,
     job = TrainingJob(config, on_progress=bar)
     try:
         if args.command == "train":
-            losses = pretrain(settings, args.characters, job)
-            print(f"trained {', '.join(args.characters)}: loss {losses[0]:.3f} -> "
+            train = train_lora_mix if args.mix else pretrain
+            losses = train(settings, args.characters, job)
+            what = "the LoRA-mix baseline on " if args.mix else ""
+            print(f"trained {what}{', '.join(args.characters)}: loss {losses[0]:.3f} -> "
                   f"{losses[-1]:.3f}" if losses else "nothing left to train")
         else:
             character = add_character(settings, Path(args.path), args.mode, job)
