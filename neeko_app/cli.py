@@ -3,13 +3,39 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from neeko_app.config import BACKENDS, Settings
+from neeko_app.evaluation import ALL_SYSTEMS
 from neeko_app.evaluation import HELDOUT_SYSTEMS as SYSTEMS
 from neeko_app.training.trainer import TrainingConfig
+
+
+def _checked(kind: Callable[[str], float], text: str, ok: Callable[[float], bool],
+             wanted: str) -> float:
+    """`text` as a `kind` number if `ok` accepts it, else argparse's one-line error."""
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    return int(_checked(int, text, lambda v: v >= 1, "a whole number of at least 1"))
+
+
+def _positive_float(text: str) -> float:
+    return _checked(float, text, lambda v: math.isfinite(v) and v > 0, "a number above 0")
+
+
+def _port(text: str) -> int:
+    return int(_checked(int, text, lambda v: 1 <= v <= 65535, "a port number (1-65535)"))
 
 
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
@@ -22,11 +48,11 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
 
 def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     defaults = TrainingConfig()
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--epochs", type=_positive_int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=_positive_float, default=defaults.lr)
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--max-tokens", type=int, default=defaults.max_tokens,
+    parser.add_argument("--max-tokens", type=_positive_int, default=defaults.max_tokens,
                         help="longest training conversation, in tokens")
 
 
@@ -37,7 +63,7 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
                         "http://127.0.0.1:8001 (default: $NEEKO_CHROMA_URL)")
     parser.add_argument("--no-memory", action="store_true",
                         help="reply without retrieval memory")
-    parser.add_argument("--max-new-tokens", type=int, default=160)
+    parser.add_argument("--max-new-tokens", type=_positive_int, default=160)
     parser.add_argument("--backend", choices=BACKENDS,
                         help="where replies are generated: local (default) or openai (a model "
                              "server such as vLLM serving the exported blocks)")
@@ -65,13 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     chat = commands.add_parser("chat", help="chat with a character in the terminal")
     chat.add_argument("character", nargs="?", help="character id (default: the first one)")
-    chat.add_argument("--max-new-tokens", type=int, default=160)
+    chat.add_argument("--max-new-tokens", type=_positive_int, default=160)
     chat.add_argument("--temperature", type=float, default=0.7)
     chat.add_argument("--seed", type=int)
     _add_model_flags(chat)
 
     train = commands.add_parser("train", help="agent pre-training: train blocks for characters")
     train.add_argument("characters", nargs="+", help="character ids to train together")
+    train.add_argument("--mix", action="store_true",
+                       help="train the LoRA-mix baseline instead: one block on all their "
+                            "dialogues (for `neeko eval --systems lora-mix`)")
     _add_training_flags(train)
     _add_model_flags(train)
 
@@ -88,16 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
                             help="also validate dialogues, held-out sets and blocks")
 
     api = commands.add_parser("api", help="serve the OpenAI-compatible HTTP API")
-    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--port", type=_port, default=8000)
     api.add_argument("--api-key", default=os.environ.get("NEEKO_API_KEY"),
                      help="require `Authorization: Bearer KEY` (default: $NEEKO_API_KEY)")
     _add_server_flags(api)
 
     serve = commands.add_parser("serve", help="serve the web app (chat, add-character wizard)")
-    serve.add_argument("--port", type=int, help="port (default 7860)")
+    serve.add_argument("--port", type=_port, help="port (default 7860)")
     serve.add_argument("--auth", metavar="USER:PASSWORD", default=os.environ.get("NEEKO_AUTH"),
                        help="require this login (default: $NEEKO_AUTH)")
-    serve.add_argument("--concurrency", type=int, default=8,
+    serve.add_argument("--concurrency", type=_positive_int, default=8,
                        help="requests served at once (replies are batched together)")
     _add_server_flags(serve)
 
@@ -105,13 +134,29 @@ def build_parser() -> argparse.ArgumentParser:
         "eval-heldout", help="perplexity matrix and role identification on held-out sets")
     heldout.add_argument("characters", nargs="*",
                          help="character ids (default: every character with a trained block)")
-    heldout.add_argument("--limit", type=int, help="held-out conversations per character")
-    heldout.add_argument("--batch-size", type=int, default=8)
-    heldout.add_argument("--max-new-tokens", type=int, default=64)
+    heldout.add_argument("--limit", type=_positive_int, help="held-out conversations per character")
+    heldout.add_argument("--batch-size", type=_positive_int, default=8)
+    heldout.add_argument("--max-new-tokens", type=_positive_int, default=64)
     heldout.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
     heldout.add_argument("--no-perplexity", action="store_true")
     heldout.add_argument("--out", help="write the full report (every reply) as JSON here")
     _add_model_flags(heldout)
+
+    scripted = commands.add_parser(
+        "eval", help="run dialogue scripts (interviews, memory, robustness) and report")
+    scripted.add_argument("scripts", nargs="*",
+                          help="script names or .yaml paths (default: every shipped script)")
+    scripted.add_argument("--systems", nargs="+", choices=ALL_SYSTEMS, default=list(SYSTEMS))
+    scripted.add_argument("--out", default="eval-report",
+                          help="folder for replies.jsonl (resumed), results.json, report.md")
+    scripted.add_argument("--batch-size", type=_positive_int, default=16)
+    scripted.add_argument("--max-new-tokens", type=_positive_int, default=96)
+    scripted.add_argument("--judge-url", help="OpenAI-compatible endpoint of an LLM judge, "
+                          "e.g. http://host:8000/v1 (off by default)")
+    scripted.add_argument("--judge-model", default="judge", help="the judge's model name")
+    scripted.add_argument("--judge-key", default=os.environ.get("NEEKO_JUDGE_KEY"),
+                          help="API key of the judge (default: $NEEKO_JUDGE_KEY)")
+    _add_model_flags(scripted)
 
     export = commands.add_parser(
         "export", help="export trained blocks as PEFT LoRA adapters (for vLLM, LoRAX, PEFT)")
@@ -142,6 +187,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve_api(args)
         if args.command == "serve":
             return _serve_web(args)
+        if args.command == "eval":
+            from neeko_app.evaluation.cli_eval import run_eval_command
+
+            return run_eval_command(_settings(args), args)
         if args.command == "eval-heldout":
             from neeko_app.evaluation.cli_heldout import run_heldout_command
 

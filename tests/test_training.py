@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -212,3 +214,24 @@ def test_the_lora_mix_baseline_is_one_block_for_all_characters(library, capsys):
         mixed = runtime.model(ids, gate=runtime.model.gate_for([MIX_BLOCK])).logits
         bare = runtime.model(ids).logits
     assert not torch.equal(mixed, bare)  # the block was trained
+
+
+def test_an_add_of_the_same_id_in_another_process_is_refused(library, tmp_path):
+    """Another process adding `smith` holds its lock file (an flock, released when that
+    process dies); this add must wait for it, not share its staging folder."""
+    source = write_character(tmp_path / "incoming", "smith", "iron")
+    add_character(library, write_character(tmp_path / "other", "tanner", "hides"), "fusion")
+    [tanner_lock] = (library.cache_dir / "locks").glob("add-*-tanner.lock")
+    smith_lock = tanner_lock.with_name(tanner_lock.name.replace("tanner", "smith"))
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time; f = open(sys.argv[1], 'w'); "
+        "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)"),
+        str(smith_lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(CharacterError, match="'smith' .* is being added right now"):
+            add_character(library, source, "fusion")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert add_character(library, source, "fusion").slug == "smith"  # released by the kill

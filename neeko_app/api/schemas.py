@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
 from neeko_app.api.errors import ApiError
 from neeko_app.chat.prompt import Turn
@@ -13,6 +13,8 @@ from neeko_app.chat.reply import Reply
 from neeko_app.chat.scheduler import TokenStream
 
 INSTRUCTION_ROLES = ("system", "developer")
+# a 64-bit seed (what torch takes); a larger one would fail the batch it lands in
+Seed = Annotated[StrictInt, Field(ge=-(2**63), lt=2**63)]
 
 
 class ContentPart(BaseModel):
@@ -42,12 +44,12 @@ class ChatCompletionRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
+    max_tokens: StrictInt | None = None
+    max_completion_tokens: StrictInt | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    n: int = 1
-    seed: int | None = None
+    n: StrictInt = 1
+    seed: Seed | None = None
     user: str | None = None
 
 
@@ -59,12 +61,12 @@ class CompletionRequest(BaseModel):
     prompt: str | list[int] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None  # as in chat completions
+    max_tokens: StrictInt | None = None
+    max_completion_tokens: StrictInt | None = None  # as in chat completions
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    n: int = 1
-    seed: int | None = None
+    n: StrictInt = 1
+    seed: Seed | None = None
     # vLLM's extra sampling fields
     stop_token_ids: list[int] | None = None
     repetition_penalty: float | None = Field(default=None, gt=0, le=10)

@@ -26,7 +26,7 @@ import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Header
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from neeko_app.api.errors import ApiError, install_error_handlers
+from neeko_app.api.errors import ApiError, BodyLimit, install_error_handlers
 from neeko_app.api.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8000
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+MAX_BODY_BYTES = 4 * 2**20  # far above a context-sized chat; refused unread beyond
 
 
 def create_app(engine: ChatEngine, api_key: str | None = None) -> FastAPI:
@@ -57,6 +58,7 @@ def create_app(engine: ChatEngine, api_key: str | None = None) -> FastAPI:
     `Authorization: Bearer <api_key>`."""
     app = FastAPI(title="neeko-app", description="Role-play characters as OpenAI models")
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     started = int(time.time())
 
     def require_key(authorization: Annotated[str | None, Header()] = None) -> None:

@@ -8,7 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SLUG_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,39}")
+# device names Windows will not create as folders (characters may be copied to Windows)
+RESERVED_SLUGS = frozenset({"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)),
+                            *(f"lpt{i}" for i in range(1, 10))})
 REQUIRED_FIELDS = ("name", "slug", "description", "personality", "scenario", "greeting")
+MAX_NAME_CHARS = 100
 
 
 class CharacterError(ValueError):
@@ -58,6 +62,9 @@ def validate_slug(slug: str) -> str:
             f"invalid character id {slug!r}: use 1-40 lowercase letters, digits or '-', "
             "starting with a letter"
         )
+    if slug in RESERVED_SLUGS:
+        raise CharacterError(f"invalid character id {slug!r}: a reserved device name on "
+                             "Windows; choose another id")
     return slug
 
 
@@ -71,6 +78,9 @@ def character_from_dict(data: dict, folder: Path | None = None) -> Character:
     text_fields = {f: str(data.get(f) or "").strip() for f in (
         "name", "slug", "description", "personality", "scenario", "greeting", "speaking_style",
         "era", "knowledge_limits", "source", "licence")}
+    if len(text_fields["name"]) > MAX_NAME_CHARS:
+        raise CharacterError(f"name is too long ({len(text_fields['name'])} characters; "
+                             f"at most {MAX_NAME_CHARS})")
     validate_slug(text_fields["slug"])
     lists = {}
     for name in ("example_lines", "tags"):
@@ -87,8 +97,8 @@ def load_character(folder: str | Path) -> Character:
     card = folder / "character.json"
     try:
         data = json.loads(card.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CharacterError(f"{folder} has no character.json") from None
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        raise CharacterError(f"{folder} is not a character folder (no character.json)") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CharacterError(f"{card} is not valid UTF-8 JSON: {err}") from None
     character = character_from_dict(data, folder)

@@ -6,6 +6,7 @@ folder name with a message a user can act on.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +53,12 @@ def discover_characters(directory: Path) -> Registry:
         owner_of_name[name_key] = folder.name
         registry.characters[character.slug] = character
     return registry
+
+
+def named(characters: Iterable[Character], name: str) -> Character | None:
+    """The character among `characters` called `name` (ignoring case), if any."""
+    key = name.casefold().strip()
+    return next((c for c in characters if c.name.casefold().strip() == key), None)
 
 
 def check_character(character: Character, strict: bool = False) -> list[str]:

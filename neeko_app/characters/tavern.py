@@ -20,12 +20,17 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from neeko_app.characters.card import Character, CharacterError, character_from_dict, validate_slug
+from neeko_app.characters.card import (
+    RESERVED_SLUGS,
+    Character,
+    CharacterError,
+    character_from_dict,
+    validate_slug,
+)
 
 MAX_CARD_BYTES = 8 * 1024 * 1024
 MAX_JSON_DEPTH = 64
 MAX_FIELD_CHARS = 20_000
-MAX_NAME_CHARS = 100
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CARD_KEYWORDS = ("ccv3", "chara")  # in order of preference
 SPECS = ("chara_card_v2", "chara_card_v3")
@@ -91,7 +96,8 @@ def slugify(name: str) -> str:
         slug = "char-" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
     elif not slug[0].isalpha():
         slug = "char-" + slug
-    return validate_slug(slug[:40].rstrip("-"))
+    slug = slug[:40].rstrip("-")
+    return validate_slug(f"{slug}-character" if slug in RESERVED_SLUGS else slug)
 
 
 def _card_payload(data: bytes) -> bytes:
@@ -150,8 +156,6 @@ def _build(spec: str, fields: dict) -> ParsedCard:
     name = " ".join(_text(fields, "name").split())
     if not name:
         raise CharacterError("card has no name")
-    if len(name) > MAX_NAME_CHARS:
-        raise CharacterError(f"name is too long ({len(name)} characters; at most {MAX_NAME_CHARS})")
     shown = _text(fields, "nickname") or name  # V3: {{char}} stands for the nickname if given
     warnings: list[str] = []
     alternates = [_macros(g, shown) for g in _strings(fields, "alternate_greetings")]

@@ -55,11 +55,35 @@ def render_prompt(header: str, turns: Sequence[Turn]) -> str:
 def fit_history(turns: list[Turn], count_tokens, budget: int, header: str) -> list[Turn]:
     """Drop the oldest exchanges until the rendered prompt fits `budget` tokens.
 
-    The last user turn is always kept; if even that alone is too long, ValueError.
+    The last user turn is always kept; if even that alone is too long, ValueError. The cut
+    is found by bisection (fewer turns never take more tokens): a history of thousands of
+    exchanges costs a dozen token counts, not one per exchange dropped.
     """
-    kept = list(turns)
-    while len(kept) > 1 and count_tokens(render_prompt(header, kept)) > budget:
-        kept = kept[2:] if kept[0].role == "user" and len(kept) > 2 else kept[1:]
-    if count_tokens(render_prompt(header, kept)) > budget:
+    starts = _cut_points(turns)
+
+    def fits(start: int) -> bool:
+        return count_tokens(render_prompt(header, turns[start:])) <= budget
+
+    if fits(starts[0]):
+        return list(turns)
+    low, high = 1, len(starts) - 1
+    if not fits(starts[high]):
         raise ValueError(f"the message is too long for the model's context ({budget} tokens)")
-    return kept
+    while low < high:
+        middle = (low + high) // 2
+        if fits(starts[middle]):
+            high = middle
+        else:
+            low = middle + 1
+    return list(turns[starts[low]:])
+
+
+def _cut_points(turns: Sequence[Turn]) -> list[int]:
+    """Where the kept history may start, in the order the oldest exchanges are dropped: from
+    the whole history to the last turn alone."""
+    starts = [0]
+    while len(turns) - starts[-1] > 1:
+        start = starts[-1]
+        whole_exchange = turns[start].role == "user" and len(turns) - start > 2
+        starts.append(start + (2 if whole_exchange else 1))
+    return starts

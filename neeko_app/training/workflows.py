@@ -6,15 +6,20 @@ character folders change only at the very end, by atomic writes.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import shutil
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
 
-from neeko_app.characters.card import Character, CharacterError, load_character
+from neeko_app.characters.card import Character, CharacterError, load_character, validate_slug
+from neeko_app.characters.registry import discover_characters, named
 from neeko_app.config import Settings
 from neeko_app.embedding import role_embedding
 from neeko_app.model import load_base_model
@@ -22,7 +27,12 @@ from neeko_app.moelora import MoeLoraConfig, NeekoModel
 from neeko_app.moelora.persistence import save_block
 from neeko_app.runtime import Runtime, load_runtime
 from neeko_app.storage import atomic_save_tensors
-from neeko_app.training.data import DialogueError, character_examples, load_dialogues
+from neeko_app.training.data import (
+    DialogueError,
+    Example,
+    character_examples,
+    load_dialogues,
+)
 from neeko_app.training.trainer import (
     Progress,
     TrainingConfig,
@@ -47,7 +57,8 @@ def save_role(character: Character, role: torch.Tensor) -> None:
     atomic_save_tensors(character.role_path, {"role": role})
 
 
-def _examples_for(characters: Sequence[Character], tokenizer, max_tokens: int):
+def examples_for(characters: Sequence[Character], tokenizer, max_tokens: int) -> list[Example]:
+    """The tokenized training dialogues of `characters`, each routed to its own block."""
     examples = []
     for character in characters:
         try:
@@ -62,13 +73,13 @@ def pretrain(settings: Settings, slugs: Sequence[str], job: TrainingJob = Traini
              lora: MoeLoraConfig | None = None) -> list[float]:
     """Agent pre-training: fresh blocks for `slugs`, trained together, then saved per character."""
     lora = lora or MoeLoraConfig()
-    characters = [load_character(settings.characters_dir / slug) for slug in slugs]
+    characters = [load_character(settings.characters_dir / validate_slug(slug)) for slug in slugs]
     base = load_base_model(settings.base_model, settings.cache_dir, settings.device,
                            settings.dtype)
     model = NeekoModel(base.model, lora).to(base.device)
     roles = [role_embedding(c.profile_text()) for c in characters]
     model.add_blocks([c.slug for c in characters], torch.stack(roles), seed=job.config.seed)
-    examples = _examples_for(characters, base.tokenizer, job.config.max_tokens)
+    examples = examples_for(characters, base.tokenizer, job.config.max_tokens)
     checkpoint = settings.cache_dir / "checkpoints" / ("pretrain-" + "-".join(sorted(slugs)))
     losses = run_training(model, examples, list(slugs), job.config, base.tokenizer.pad_token_id,
                           checkpoint, job.on_progress, job.should_stop)
@@ -80,19 +91,55 @@ def pretrain(settings: Settings, slugs: Sequence[str], job: TrainingJob = Traini
 
 
 STAGING_DIR = ".staging"  # under the characters directory; hidden from the registry
+_ADDING: set[tuple[Path, str]] = set()  # (characters dir, id or name) being added right now
+_ADDING_LOCK = threading.Lock()
 
 
 def stage_character(settings: Settings, source: Path) -> Character:
     """Copy a character folder to `<characters>/.staging/<slug>` (any earlier copy there,
-    left by an interrupted run, is replaced), refusing a slug that is already taken."""
+    left by an interrupted run, is replaced), refusing an id or a name (in any case) that is
+    already taken."""
     character = load_character(source)
     if (settings.characters_dir / character.slug).exists():
-        raise CharacterError(f"a character named {character.slug!r} already exists")
+        raise CharacterError(f"a character with the id {character.slug!r} already exists")
+    same = named(discover_characters(settings.characters_dir).characters.values(), character.name)
+    if same is not None:
+        raise CharacterError(f"a character named {same.name!r} already exists ({same.slug}); "
+                             "give this one another name")
     staged = settings.characters_dir / STAGING_DIR / character.slug
     shutil.rmtree(staged, ignore_errors=True)
     shutil.copytree(source, staged,
                     ignore=shutil.ignore_patterns("block.safetensors", "role.safetensors"))
     return load_character(staged)
+
+
+@contextmanager
+def _claim(settings: Settings, character: Character) -> Iterator[None]:
+    """Hold `character`'s id and name while it is added: a second add of either at the same
+    time is refused with a CharacterError. The name is held within this process (threads,
+    wizard users); the id also across processes on this machine, by an flock on a file in
+    the cache (a killed holder releases it; the characters folder gets no lock files)."""
+    root = settings.characters_dir.resolve()
+    keys = {(root, character.slug), (root, "name:" + character.name.casefold())}
+    busy = CharacterError(f"a character with the id {character.slug!r} or the name "
+                          f"{character.name!r} is being added right now")
+    with _ADDING_LOCK:
+        if keys & _ADDING:
+            raise busy
+        _ADDING.update(keys)
+    try:
+        library = hashlib.sha256(str(root).encode()).hexdigest()[:12]
+        lock_dir = settings.cache_dir / "locks"
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        with (lock_dir / f"add-{library}-{character.slug}.lock").open("w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise busy from None
+            yield
+    finally:
+        with _ADDING_LOCK:
+            _ADDING.difference_update(keys)
 
 
 def add_character(
@@ -115,6 +162,13 @@ def add_character(
     if mode not in ("fusion", "expansion"):
         raise ValueError("mode must be 'fusion' or 'expansion'")
     source = Path(source)
+    with _claim(settings, load_character(source)):
+        return _add_claimed(settings, source, mode, job, runtime)
+
+
+def _add_claimed(settings: Settings, source: Path, mode: Literal["fusion", "expansion"],
+                 job: TrainingJob, runtime: Runtime | None) -> Character:
+    """`add_character` while holding the character's id and name."""
     in_place = source.resolve().parent == settings.characters_dir.resolve()
     character = load_character(source) if in_place else stage_character(settings, source)
     if mode == "expansion" and runtime is None:
@@ -149,7 +203,7 @@ def _expand(settings: Settings, character: Character, role: torch.Tensor, job: T
             runtime: Runtime) -> None:
     """Append a block for `character` (unless it has one), train it alone and save it."""
     model, tokenizer = runtime.model, runtime.base.tokenizer
-    examples = _examples_for([character], tokenizer, job.config.max_tokens)
+    examples = examples_for([character], tokenizer, job.config.max_tokens)
     if character.slug not in model.block_names:
         model.add_blocks([character.slug], torch.stack([role]), seed=job.config.seed)
     run_training(model, examples, [character.slug], job.config, tokenizer.pad_token_id,

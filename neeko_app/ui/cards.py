@@ -19,6 +19,7 @@ from typing import Literal
 
 from neeko_app.characters.card import Character, CharacterError, character_from_dict
 from neeko_app.characters.lorebook import load_lorebook, save_lorebook
+from neeko_app.characters.registry import named
 from neeko_app.characters.tavern import (
     MAX_CARD_BYTES,
     LoreEntry,
@@ -183,8 +184,7 @@ def check_new_character(fields: Mapping[str, object], characters_dir: Path,
     if (characters_dir / character.slug).exists() or character.slug in characters:
         raise CharacterError(f"the id {character.slug!r} is taken by another character; "
                              "choose another id")
-    same = next((c for c in characters.values()
-                 if c.name.casefold() == character.name.casefold()), None)
+    same = named(characters.values(), character.name)
     if same is not None:
         raise CharacterError(f"a character named {same.name!r} already exists ({same.slug}); "
                              "give this one another name")
