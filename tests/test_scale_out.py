@@ -8,7 +8,6 @@ request shape vLLM takes (token-id prompt, adapter name as `model`, `stop_token_
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +22,7 @@ from neeko_app.chat.remote import RemoteBackendError, RemoteScheduler
 from neeko_app.config import Settings
 from neeko_app.training.trainer import TrainingConfig
 from neeko_app.training.workflows import TrainingJob, add_character
-from tests.test_memory import chroma_server, free_port  # noqa: F401  (a fixture)
+from tests.test_memory import chroma_server, free_port, stop  # noqa: F401  (a fixture)
 from tests.test_serve_cli import start_server, wait_for_page
 from tests.test_training import write_character
 from tests.tiny_characters import make_tiny_runtime
@@ -46,11 +45,7 @@ def neeko_api(settings: Settings, log: Path, *flags: str) -> Iterator[str]:
         wait_for_page(server, f"{url}/models", timeout_s=240, log=log)
         yield url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server, timeout_s=30)
 
 
 @pytest.fixture(scope="module")

@@ -95,13 +95,18 @@ def conversation(messages: list[ChatMessage]) -> tuple[str, list[Turn]]:
     return "\n\n".join(t for t in instructions if t), turns
 
 
-def finish_reason(reply: Reply) -> str:
+def finish_reason(reply: Reply | TokenStream) -> str:
+    """OpenAI's finish reason: "length" when the length cap cut the text, else "stop"."""
     return "length" if reply.finish_reason == "length" else "stop"
 
 
 def usage(reply: Reply) -> dict:
-    return {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
-            "total_tokens": reply.prompt_tokens + reply.completion_tokens}
+    return token_usage(reply.prompt_tokens, reply.completion_tokens)
+
+
+def token_usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
 
 
 def completion(reply: Reply, completion_id: str, created: int, model: str) -> dict:
@@ -119,15 +124,10 @@ def text_completion(stream: TokenStream, completion_id: str, created: int, model
     """A finished raw completion as a `text_completion` object."""
     return {
         "id": completion_id, "object": "text_completion", "created": created, "model": model,
-        "choices": [{"index": 0, "text": stream.text, "finish_reason": stream_finish(stream),
+        "choices": [{"index": 0, "text": stream.text, "finish_reason": finish_reason(stream),
                      "logprobs": None}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": stream.completion_tokens,
-                  "total_tokens": prompt_tokens + stream.completion_tokens},
+        "usage": token_usage(prompt_tokens, stream.completion_tokens),
     }
-
-
-def stream_finish(stream: TokenStream) -> str:
-    return "length" if stream.finish_reason == "length" else "stop"
 
 
 def text_chunk(completion_id: str, created: int, model: str, text: str,
@@ -137,6 +137,12 @@ def text_chunk(completion_id: str, created: int, model: str, text: str,
                 "model": model,
                 "choices": [{"index": 0, "text": text, "finish_reason": reason,
                              "logprobs": None}]})
+
+
+def stream_error(error: Exception) -> str:
+    """The event reporting a failure once a stream's status line is sent already."""
+    return sse({"error": {"message": f"generation failed ({type(error).__name__})",
+                          "type": "server_error", "code": None}})
 
 
 def sse(payload: dict | str) -> str:

@@ -35,7 +35,7 @@ from neeko_app.api.schemas import (
     conversation,
     finish_reason,
     sse,
-    stream_finish,
+    stream_error,
     text_chunk,
     text_completion,
     usage,
@@ -194,10 +194,9 @@ def _text_events(stream: TokenStream, completion_id: str, created: int, model: s
         raise
     except Exception as err:
         log.exception("generation failed during a stream")
-        yield sse({"error": {"message": f"generation failed ({type(err).__name__})",
-                             "type": "server_error", "code": None}})
+        yield stream_error(err)
         return
-    yield text_chunk(completion_id, created, model, "", stream_finish(stream))
+    yield text_chunk(completion_id, created, model, "", finish_reason(stream))
     if include_usage:
         done = text_completion(stream, completion_id, created, model, prompt_tokens)
         yield sse({**done, "choices": []})
@@ -213,8 +212,7 @@ def _events(reply: Reply, completion_id: str, created: int, model: str,
             yield chunk(completion_id, created, model, {"content": piece})
     except Exception as err:  # the status line is sent already: report the error in-band
         log.exception("generation failed during a stream")
-        yield sse({"error": {"message": f"generation failed ({type(err).__name__})",
-                             "type": "server_error", "code": None}})
+        yield stream_error(err)
         return
     yield chunk(completion_id, created, model, {}, finish_reason(reply))
     if include_usage:

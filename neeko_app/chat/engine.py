@@ -124,9 +124,7 @@ class ChatEngine:
         """Continue a raw prompt (token ids) with `character`'s block: no header, no memory.
         ValueError when the prompt and the reply do not fit the context."""
         decoding = decoding or self.decoding
-        if decoding.max_new_tokens > self.max_reply_tokens:
-            raise ValueError(f"a reply may have at most {self.max_reply_tokens} tokens, "
-                             f"{decoding.max_new_tokens} were asked for")
+        self._check_reply_tokens(decoding.max_new_tokens)
         if len(prompt_ids) + decoding.max_new_tokens > self.context_tokens:
             raise ValueError(f"the prompt ({len(prompt_ids)} tokens) and the reply "
                              f"({decoding.max_new_tokens}) exceed the {self.context_tokens}-"
@@ -134,6 +132,11 @@ class ChatEngine:
         return self.scheduler.submit(GenerationRequest(
             tuple(prompt_ids), self._gate_row(character), decoding, self.adapter_name(character),
             None if stop_ids is None else tuple(stop_ids)))
+
+    def _check_reply_tokens(self, tokens: int) -> None:
+        if tokens > self.max_reply_tokens:
+            raise ValueError(f"a reply may have at most {self.max_reply_tokens} tokens, "
+                             f"{tokens} were asked for")
 
     def adapter_name(self, character: str) -> str:
         """The block a remote model server serves for `character`: its own, or for a fusion
@@ -152,9 +155,7 @@ class ChatEngine:
         who = self.runtime.character(character)
         reply_tokens = max_new_tokens or self.decoding.max_new_tokens
         budget = self.context_tokens - reply_tokens
-        if reply_tokens > self.max_reply_tokens:
-            raise ValueError(f"a reply may have at most {self.max_reply_tokens} tokens, "
-                             f"{reply_tokens} were asked for")
+        self._check_reply_tokens(reply_tokens)
         header = character_header(who)
         if instructions.strip():
             header = f"{header}\n\n{instructions.strip()}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 
@@ -17,8 +16,7 @@ from neeko_app.evaluation.role_identification import profile_embedding
 from neeko_app.evaluation.runner import ReplyLog, run_scripts
 from neeko_app.evaluation.scoring import score
 from neeko_app.evaluation.script import SHIPPED_SCRIPTS, load_script
-from neeko_app.memory import MemoryStore
-from neeko_app.memory.knowledge import index_characters
+from neeko_app.evaluation.systems import evaluation_memory
 from neeko_app.runtime import load_runtime
 from neeko_app.training.baselines import load_lora_mix
 
@@ -46,20 +44,16 @@ def run_eval_command(settings: Settings, args: argparse.Namespace) -> int:
         load_lora_mix(runtime.model, settings)
     out = Path(args.out)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="neeko-eval-memory-") as memory_dir:
-        memory = None
-        if "blocks+memory" in args.systems:
-            memory = MemoryStore.open(Path(memory_dir))
-            index_characters(memory, runtime.characters.values())
-        with tqdm(desc="replies", unit="reply") as bar:
-            def progress(done: int, total: int) -> None:
-                bar.total = total
-                bar.update(done - bar.n)
+    with evaluation_memory(args.systems, runtime.characters.values()) as memory, \
+            tqdm(desc="replies", unit="reply") as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
 
-            replies = run_scripts(
-                runtime, scripts, args.systems, ReplyLog(out / "replies.jsonl"), memory,
-                DecodingSettings(max_new_tokens=args.max_new_tokens, temperature=0.0),
-                args.batch_size, progress)
+        replies = run_scripts(
+            runtime, scripts, args.systems, ReplyLog(out / "replies.jsonl"), memory,
+            DecodingSettings(max_new_tokens=args.max_new_tokens, temperature=0.0),
+            args.batch_size, progress)
     evaluated = sorted({c for script in scripts for c in script.characters})
     profiles = {slug: profile_embedding(runtime.character(slug)) for slug in evaluated}
     table = score(replies, profiles)

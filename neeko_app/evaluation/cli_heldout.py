@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
 
 from tqdm import tqdm
 
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.config import Settings
 from neeko_app.evaluation.heldout import HeldoutOptions, format_report, run_heldout_evaluation
-from neeko_app.memory import MemoryStore
-from neeko_app.memory.knowledge import index_characters
+from neeko_app.evaluation.systems import evaluation_memory
 from neeko_app.runtime import load_runtime
 from neeko_app.storage import atomic_write_json
 
@@ -46,12 +43,8 @@ def run_heldout_command(settings: Settings, args: argparse.Namespace) -> int:
         systems=tuple(args.systems),
         decoding=DecodingSettings(max_new_tokens=args.max_new_tokens, temperature=0.0))
     bars = StageBars()
-    # blocks+memory retrieves from a fresh store: the user's own memory stays untouched
-    with tempfile.TemporaryDirectory(prefix="neeko-eval-memory-") as memory_dir:
-        memory = None
-        if "blocks+memory" in options.systems:
-            memory = MemoryStore.open(Path(memory_dir))
-            index_characters(memory, [runtime.character(slug) for slug in slugs])
+    characters = [runtime.character(slug) for slug in slugs]
+    with evaluation_memory(options.systems, characters) as memory:
         try:
             report = run_heldout_evaluation(runtime, slugs, options, bars, memory)
         finally:

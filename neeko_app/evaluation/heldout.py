@@ -16,13 +16,12 @@ import torch
 
 from neeko_app.characters.card import Character
 from neeko_app.chat.generation import DecodingSettings
-from neeko_app.chat.prompt import Turn, render_prompt
-from neeko_app.chat.scheduler import BatchScheduler, GenerationRequest, gate_row
+from neeko_app.chat.scheduler import BatchScheduler
 from neeko_app.evaluation import HELDOUT_SYSTEMS
 from neeko_app.evaluation.overlap import COPY_WORDS, longest_shared_run
 from neeko_app.evaluation.perplexity import diagonal_is_row_minimum, perplexity_matrix
 from neeko_app.evaluation.role_identification import identify, profile_embedding
-from neeko_app.evaluation.systems import system_gate, system_header
+from neeko_app.evaluation.systems import system_request
 from neeko_app.evaluation.voice import speaks_in_first_person
 from neeko_app.memory import MemoryStore
 from neeko_app.runtime import Runtime
@@ -108,19 +107,14 @@ def _answer_all(runtime: Runtime, heldout: dict[Character, list[Conversation]],
                 progress: ProgressCallback, memory: MemoryStore | None) -> list[Answer]:
     """Every held-out opening question answered by `system`, batched across characters;
     each reply identified against `profiles` (one row per character of `heldout`)."""
-    tokenizer = runtime.base.tokenizer
     rows = [(character, conversation.turns[0].text)
             for character, conversations in heldout.items()
             for conversation in conversations]
-    requests, headers = [], []
-    for character, question in rows:
-        header = system_header(system, character, question, memory)
-        gate = system_gate(system, runtime, character)
-        headers.append(header)
-        prompt = render_prompt(header, [Turn("user", question)])
-        ids = tuple(tokenizer(prompt, add_special_tokens=False).input_ids)
-        requests.append(GenerationRequest(ids, gate_row(gate), options.decoding))
-    scheduler = BatchScheduler(runtime.model, tokenizer, max_batch=options.batch_size)
+    headers, requests = zip(*(system_request(system, runtime, character, [], question, memory,
+                                             options.decoding)
+                              for character, question in rows), strict=True)
+    scheduler = BatchScheduler(runtime.model, runtime.base.tokenizer,
+                               max_batch=options.batch_size)
     try:
         replies = []
         for stream in scheduler.submit_many(requests):

@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from neeko_app.chat.generation import DecodingSettings
-from neeko_app.chat.prompt import Turn, render_prompt
-from neeko_app.chat.scheduler import BatchScheduler, GenerationRequest, gate_row
+from neeko_app.chat.prompt import Turn
+from neeko_app.chat.scheduler import BatchScheduler
 from neeko_app.evaluation.script import DialogueScript, unmet_expectations
-from neeko_app.evaluation.systems import system_gate, system_header
+from neeko_app.evaluation.systems import system_request
 from neeko_app.memory import MemoryStore
 from neeko_app.runtime import Runtime
 
@@ -128,22 +128,17 @@ def _answer(runtime: Runtime, scheduler: BatchScheduler, system: str,
             done: dict[tuple[str, str, str, int, int], ScriptedReply],
             memory: MemoryStore | None, decoding: DecodingSettings) -> list[ScriptedReply]:
     """Turn `turn` of each thread, generated together."""
-    tokenizer = runtime.base.tokenizer
     requests = []
     for thread in threads:
-        character = runtime.character(thread.character)
         asks = thread.script.exchanges[thread.exchange].turns
         history = []
         for earlier in range(turn):
             answer = done[(system, thread.script.name, thread.character, thread.exchange,
                            earlier)]
             history += [Turn("user", asks[earlier].ask), Turn("character", answer.reply)]
-        question = asks[turn].ask
-        header = system_header(system, character, question, memory)
-        prompt = render_prompt(header, [*history, Turn("user", question)])
-        requests.append(GenerationRequest(
-            tuple(tokenizer(prompt, add_special_tokens=False).input_ids),
-            gate_row(system_gate(system, runtime, character)), decoding))
+        _, request = system_request(system, runtime, runtime.character(thread.character),
+                                    history, asks[turn].ask, memory, decoding)
+        requests.append(request)
     started = time.perf_counter()
     streams = scheduler.submit_many(requests)
     replies = []

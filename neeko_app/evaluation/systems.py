@@ -13,13 +13,21 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
 import torch
 
 from neeko_app.characters.card import Character
 from neeko_app.chat.context import RetrievedContext, memory_header
 from neeko_app.chat.engine import ContextLimits
-from neeko_app.chat.prompt import character_header
+from neeko_app.chat.generation import DecodingSettings
+from neeko_app.chat.prompt import Turn, character_header, render_prompt
+from neeko_app.chat.scheduler import GenerationRequest, gate_row
 from neeko_app.memory import MemoryStore
+from neeko_app.memory.knowledge import index_characters
 from neeko_app.moelora import Gate
 from neeko_app.moelora.gate import fusion_gate
 from neeko_app.runtime import Runtime, character_role
@@ -79,3 +87,28 @@ def fusion_without_own_block(runtime: Runtime, character: Character, temperature
     gate = fusion_gate(character_role(character)[None], runtime.model.keys[others],
                        temperature, top_k)
     return Gate(torch.tensor(others)[gate.indices], gate.weights)
+
+
+def system_request(system: str, runtime: Runtime, character: Character,
+                   history: Sequence[Turn], question: str, memory: MemoryStore | None,
+                   decoding: DecodingSettings) -> tuple[str, GenerationRequest]:
+    """`system`'s header for `question` after `history`, and the request that answers it."""
+    header = system_header(system, character, question, memory)
+    prompt = render_prompt(header, [*history, Turn("user", question)])
+    ids = runtime.base.tokenizer(prompt, add_special_tokens=False).input_ids
+    return header, GenerationRequest(tuple(ids), gate_row(system_gate(system, runtime,
+                                                                      character)), decoding)
+
+
+@contextmanager
+def evaluation_memory(systems: Sequence[str], characters: Iterable[Character]
+                      ) -> Iterator[MemoryStore | None]:
+    """For blocks+memory, a fresh store holding the characters' knowledge (the user's own
+    memory stays untouched), removed afterwards; None for the other systems."""
+    if "blocks+memory" not in systems:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="neeko-eval-memory-") as directory:
+        memory = MemoryStore.open(Path(directory))
+        index_characters(memory, characters)
+        yield memory
