@@ -158,6 +158,28 @@ def build_parser() -> argparse.ArgumentParser:
                           help="API key of the judge (default: $NEEKO_JUDGE_KEY)")
     _add_model_flags(scripted)
 
+    bench = commands.add_parser(
+        "bench", help="benchmarks: switching, mixed batches, scale, end to end (ratios + JSON)")
+    bench.add_argument("benchmarks", nargs="*", metavar="BENCHMARK",
+                       help="switching, mixed-batch, scale, end-to-end (default: all)")
+    bench.add_argument("--shape", default="gemma-270m",
+                       help="model for the first three: gemma-270m (random weights, the "
+                            "embedded model's shape; default), llama-7b, tiny, embedded")
+    bench.add_argument("--layers", type=_positive_int,
+                       help="shorten a random shape's layer stack (e.g. a 7B shape on a laptop)")
+    bench.add_argument("--base-model", help="end-to-end's model (default: embedded)")
+    bench.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    bench.add_argument("--dtype", help="auto (default: bf16 on CUDA, fp32 on CPU), float32, "
+                       "bfloat16, float16")
+    bench.add_argument("--rounds", type=_positive_int, help="timing rounds per case")
+    bench.add_argument("--batch", type=_positive_int,
+                       help="rows of the mixed-batch and scale batches (default 8; one "
+                            "character each)")
+    bench.add_argument("--quick", action="store_true",
+                       help="fewer steps and sizes: a check that everything runs, in minutes")
+    bench.add_argument("--out", default="benchmarks/results",
+                       help="folder for <benchmark>-<device>.json and summary-<device>.png")
+
     export = commands.add_parser(
         "export", help="export trained blocks as PEFT LoRA adapters (for vLLM, LoRAX, PEFT)")
     export.add_argument("character", nargs="?", help="the character to export (or --all)")
@@ -195,6 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from neeko_app.evaluation.cli_heldout import run_heldout_command
 
             return run_heldout_command(_settings(args), args)
+        if args.command == "bench":
+            from neeko_app.bench.cli import run_bench_command
+
+            return run_bench_command(args)
         if args.command == "characters":
             return _list_characters(Settings.from_env(characters_dir=args.characters_dir),
                                     args.check)

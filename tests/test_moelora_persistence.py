@@ -81,3 +81,17 @@ def test_peft_export_matches_in_app_logits(tiny_neeko, token_batch, tmp_path):
     torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-4)
     bare = fresh_base()(input_ids=token_batch).logits
     assert not torch.allclose(bare, ours, atol=1e-3)
+
+
+def test_block_of_another_model_shape_is_refused_and_adds_nothing():
+    """A block trained on another base (here: a shipped Gemma 270M block on the tiny model,
+    same LoRA config) is refused with its shapes; the model keeps just the blocks it had."""
+    from neeko_app.config import Settings
+
+    model = NeekoModel(fresh_base(), MoeLoraConfig(), key_dim=384)
+    model.add_blocks(["a", "b"], torch.zeros(2, 384))
+    shipped = Settings().characters_dir / "beethoven" / "block.safetensors"
+    with pytest.raises(AdapterFormatError, match="do not fit this model"):
+        load_block(model, shipped)
+    assert model.block_names == ["a", "b"] and model.keys.shape[0] == 2
+    assert all(layer.lora_A.shape[0] == 2 for _, layer in model.lora_layers())

@@ -13,6 +13,27 @@ import torch
 from neeko_app.chat.generation import DecodingSettings
 
 REPLACEMENT = "\ufffd"  # what a partial UTF-8 character decodes to until its last byte comes
+FIRST_CANDIDATES = 64  # tokens looked at first for the nucleus; widened (x4) when too few
+
+
+def nucleus(probs: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top-p nucleus of a [vocab] distribution: the most likely tokens, best first, up to
+    and including the one whose cumulative probability reaches `top_p` (the tokens
+    transformers' TopPLogitsWarper keeps), and their probabilities.
+
+    The candidates come from `topk`, widened until they hold the nucleus: with a 262k
+    vocabulary that is a few milliseconds less per token and row than sorting it all."""
+    if top_p >= 1.0:
+        return torch.arange(probs.numel()), probs
+    count = min(FIRST_CANDIDATES, probs.numel())
+    while True:
+        top, ids = probs.topk(count)
+        mass = top.cumsum(0)
+        if mass[-1] >= top_p or count == probs.numel():
+            break
+        count = min(4 * count, probs.numel())
+    keep = max(1, int((mass - top < top_p).sum()))  # mass before a kept token is < top_p
+    return ids[:keep], top[:keep]
 
 
 class RowDecoder:
@@ -33,12 +54,12 @@ class RowDecoder:
 
     def choose(self, logits: torch.Tensor) -> int:
         """The next token from this row's last-position logits [vocab]; records it."""
-        scores = self.processors(self.sequence, logits.float().cpu().unsqueeze(0))
+        scores = self.processors(self.sequence, logits.float().cpu().unsqueeze(0))[0]
         if self.settings.temperature > 0:
-            probs = torch.softmax(scores, dim=-1)
-            token = int(torch.multinomial(probs[0], 1, generator=self.generator))
+            ids, probs = nucleus(torch.softmax(scores, dim=-1), self.settings.top_p)
+            token = int(ids[torch.multinomial(probs, 1, generator=self.generator)])
         else:
-            token = int(scores[0].argmax())
+            token = int(scores.argmax())
         if token in self.stop_ids:
             self.finish_reason = "stop"
             return token

@@ -13,7 +13,6 @@ from transformers.generation.logits_process import (
     NoRepeatNGramLogitsProcessor,
     RepetitionPenaltyLogitsProcessor,
     TemperatureLogitsWarper,
-    TopPLogitsWarper,
 )
 
 from neeko_app.chat.prompt import TURN_END
@@ -44,7 +43,9 @@ class DecodingSettings:
         return kwargs
 
     def logits_processors(self) -> LogitsProcessorList:
-        """The same rules as `generate_kwargs`, for a hand-written decoding loop."""
+        """The penalties and temperature of `generate_kwargs`, for a hand-written decoding
+        loop; it samples the top-p nucleus itself (`decoding.nucleus`), which is the same rule
+        as transformers' top-p warper without sorting the whole vocabulary."""
         processors = LogitsProcessorList()
         if self.repetition_penalty != 1.0:
             processors.append(RepetitionPenaltyLogitsProcessor(self.repetition_penalty))
@@ -52,8 +53,6 @@ class DecodingSettings:
             processors.append(NoRepeatNGramLogitsProcessor(self.no_repeat_ngram_size))
         if self.temperature > 0:
             processors.append(TemperatureLogitsWarper(self.temperature))
-            if self.top_p < 1.0:
-                processors.append(TopPLogitsWarper(self.top_p))
         return processors
 
 

@@ -7,8 +7,8 @@ stored on the model, so concurrent calls with different characters cannot see ea
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,9 @@ class Gate:
     indices: torch.Tensor  # [batch, K] int64
     weights: torch.Tensor  # [batch, K] float
     path: GatePath = "sparse"
+    # what every layer of one forward call derives from the gate, worked out once per call
+    _derived: dict[Any, Any] = field(default_factory=dict, init=False, repr=False,
+                                     compare=False)
 
     def __post_init__(self) -> None:
         if self.indices.dim() != 2 or self.indices.shape != self.weights.shape:
@@ -57,6 +60,50 @@ class Gate:
     @property
     def batch_size(self) -> int:
         return self.indices.shape[0]
+
+    def _memo(self, key: Any, make):
+        if key not in self._derived:
+            self._derived[key] = make()
+        return self._derived[key]
+
+    @property
+    def uniform_block(self) -> int | None:
+        """The block every row uses alone with weight 1 (a batch of one character), else None."""
+        def find() -> int | None:
+            if self.indices.shape[1] != 1 or not bool((self.weights == 1).all()):
+                return None
+            first = self.indices[0, 0]
+            return int(first) if bool((self.indices == first).all()) else None
+        return self._memo("uniform", find)
+
+    @property
+    def unit_weights(self) -> bool:
+        """True when every entry has weight 1 (one-hot rows, no bare-base row)."""
+        return self._memo("unit", lambda: bool((self.weights == 1).all()))
+
+    def flat_indices(self, device: torch.device) -> torch.Tensor:
+        """The indices as one [batch * K] vector on `device` (copied there once per gate)."""
+        return self._memo(("idx", device), lambda: self.indices.reshape(-1).to(device))
+
+    @property
+    def block_span(self) -> tuple[int, int]:
+        """(first, last + 1) of the blocks this gate uses: a contiguous range covering them."""
+        return self._memo("span", lambda: (int(self.indices.min()), int(self.indices.max()) + 1))
+
+    def range_weights(self, blocks: tuple[int, int], rank: int, device: torch.device,
+                      dtype: torch.dtype) -> torch.Tensor:
+        """Per row, the weight of every block first..end-1 of `blocks`, repeated over its
+        `rank` rows: [batch, 1, range * rank] (zero for the blocks a row does not use)."""
+        def make() -> torch.Tensor:
+            first, end = blocks
+            dense = self.dense_weights(end)[:, first:]
+            return dense.to(device, dtype).repeat_interleave(rank, dim=1).unsqueeze(1)
+        return self._memo(("range_w", blocks, rank, device, dtype), make)
+
+    def rank_weights(self, rank: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The weights repeated over each block's `rank` rows: [batch, 1, K * rank]."""
+        return self._memo(("w", rank, device, dtype), lambda: self.weights.to(device, dtype)
+                          .repeat_interleave(rank, dim=1).unsqueeze(1))
 
     def with_path(self, path: GatePath) -> Gate:
         return Gate(self.indices, self.weights, path)

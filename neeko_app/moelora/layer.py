@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from neeko_app.moelora.context import current_gate
@@ -101,47 +102,83 @@ class MoeLoraLinear(nn.Module):
         gate = gate.for_batch(x.shape[0])
         x_lora = self.dropout(x).to(self._compute_dtype())
         if gate.path == "dense":
-            delta = self._dense_delta(x_lora, gate)
-        else:
-            delta = self._sparse_delta(x_lora, gate)
-        return result + delta.to(result.dtype)
+            return self._add_block_range(result, x_lora, gate, (0, self.num_blocks))
+        if not self.trainable_A:
+            if gate.uniform_block is not None:
+                return self._add_one_block(result, x_lora, gate.uniform_block)
+            if _span_is_cheaper(gate, tokens_per_row=x_lora[0].numel() // self.in_features):
+                return self._add_block_range(result, x_lora, gate, gate.block_span)
+        return self._add_gathered_blocks(result, x_lora, gate)
 
     def _compute_dtype(self) -> torch.dtype:
         return torch.float32 if len(self.trainable_A) else self.lora_A.dtype
 
-    def _gather(self, stored: torch.Tensor, trainable: nn.ParameterDict, idx: torch.Tensor):
-        """Blocks `idx` [b, K] of `stored` as [b, K*r, d], trained copies swapped in."""
-        chosen = stored[idx].to(self._compute_dtype())
-        for key, param in trainable.items():
-            chosen = torch.where((idx == int(key))[..., None, None], param, chosen)
-        return chosen.flatten(1, 2)
+    def _add_one_block(self, result: torch.Tensor, x: torch.Tensor, block: int) -> torch.Tensor:
+        """Every row plays one stored block (inference): two plain matmuls on views of it."""
+        hidden = F.linear(x, self.lora_A[block]).reshape(-1, self.rank)  # [n, r]
+        return _add_scaled(result, hidden, self.lora_BT[block], self.scaling)
 
-    def _sparse_delta(self, x: torch.Tensor, gate: Gate) -> torch.Tensor:
+    def _add_block_range(self, result: torch.Tensor, x: torch.Tensor, gate: Gate,
+                         blocks: tuple[int, int]) -> torch.Tensor:
+        """Every row through every block of the range `blocks` (first, end), weighted per
+        row (zero for the blocks a row does not play). Over all blocks this is the dense
+        reference, the paper's way; over the narrow range a decoding batch uses it reads
+        each block once, with no copy."""
+        a = self._block_range(self.lora_A, self.trainable_A, blocks)  # [range*r, in]
+        bt = self._block_range(self.lora_BT, self.trainable_BT, blocks)  # [range*r, out]
+        hidden = F.linear(x, a) * gate.range_weights(blocks, self.rank, x.device, x.dtype)
+        return _add_scaled(result, hidden.reshape(-1, a.shape[0]), bt, self.scaling)
+
+    def _block_range(self, stored: torch.Tensor, trainable: nn.ParameterDict,
+                     blocks: tuple[int, int]) -> torch.Tensor:
+        """Blocks first..end-1 as one [range*r, d] matrix: a view of the store, or with the
+        trained copies swapped in while training."""
+        first, end = blocks
+        if not trainable:
+            return stored[first:end].flatten(0, 1)
+        dtype = self._compute_dtype()
+        return torch.cat([trainable[str(i)] if str(i) in trainable else stored[i].to(dtype)
+                          for i in range(first, end)])
+
+    def _gather(self, stored: torch.Tensor, trainable: nn.ParameterDict, idx: torch.Tensor,
+                batch: int) -> torch.Tensor:
+        """Blocks `idx` [b * K] of `stored` as [b, K*r, d], trained copies swapped in."""
+        chosen = stored.index_select(0, idx).to(self._compute_dtype())  # [b*K, r, d]
+        for key, param in trainable.items():
+            chosen = torch.where((idx == int(key))[:, None, None], param, chosen)
+        return chosen.reshape(batch, -1, chosen.shape[-1])
+
+    def _add_gathered_blocks(self, result: torch.Tensor, x: torch.Tensor,
+                             gate: Gate) -> torch.Tensor:
         """Fused path: per row, only the chosen blocks' rows of A and columns of B."""
         batch = x.shape[0]
-        idx = gate.indices.to(x.device)
-        a = self._gather(self.lora_A, self.trainable_A, idx)  # [b, K*r, in]
-        bt = self._gather(self.lora_BT, self.trainable_BT, idx)  # [b, K*r, out]
-        w = gate.weights.to(x.device, x.dtype).repeat_interleave(self.rank, dim=1)
-        flat = x.reshape(batch, -1, self.in_features)
-        hidden = torch.bmm(flat, a.transpose(1, 2)) * (w * self.scaling).unsqueeze(1)
-        return torch.bmm(hidden, bt).reshape(*x.shape[:-1], self.out_features)
-
-    def _dense_delta(self, x: torch.Tensor, gate: Gate) -> torch.Tensor:
-        """Reference path (the paper's way): every block for every token, weighted."""
-        a_all = self._all_blocks(self.lora_A, self.trainable_A).flatten(0, 1)  # [k*r, in]
-        bt_all = self._all_blocks(self.lora_BT, self.trainable_BT).flatten(0, 1)  # [k*r, out]
-        w = gate.dense_weights(self.num_blocks).to(x.device, x.dtype)
-        w = w.repeat_interleave(self.rank, dim=1) * self.scaling  # [b, k*r]
-        w = w.reshape(x.shape[0], *([1] * (x.dim() - 2)), -1)
-        return ((x @ a_all.T) * w) @ bt_all
-
-    def _all_blocks(self, stored: torch.Tensor, trainable: nn.ParameterDict) -> torch.Tensor:
-        dtype = self._compute_dtype()
-        return torch.stack(
-            [trainable[str(i)] if str(i) in trainable else stored[i].to(dtype)
-             for i in range(self.num_blocks)]
-        )
+        idx = gate.flat_indices(x.device)
+        a = self._gather(self.lora_A, self.trainable_A, idx, batch)  # [b, K*r, in]
+        bt = self._gather(self.lora_BT, self.trainable_BT, idx, batch)  # [b, K*r, out]
+        hidden = torch.bmm(x.reshape(batch, -1, self.in_features), a.transpose(1, 2))
+        if not gate.unit_weights:
+            hidden = hidden * gate.rank_weights(self.rank, x.device, x.dtype)
+        return _add_scaled(result, hidden, bt, self.scaling)
 
     def extra_repr(self) -> str:
         return f"rank={self.rank}, scaling={self.scaling:g}, blocks={self.num_blocks}"
+
+
+def _span_is_cheaper(gate: Gate, tokens_per_row: int) -> bool:
+    """Decoding (one token per row), reading the batch's block range once moves less memory
+    than gathering each row's blocks into a copy, unless the range is much wider than the
+    batch; with several tokens per row the gather's copy pays for itself."""
+    first, end = gate.block_span
+    return tokens_per_row == 1 and end - first <= 2 * gate.indices.numel()
+
+
+def _add_scaled(result: torch.Tensor, hidden: torch.Tensor, b: torch.Tensor,
+                scaling: float) -> torch.Tensor:
+    """`result + scaling * hidden @ b`, in one fused multiply-add where the dtypes agree.
+
+    `hidden` is [n, r] with `b` [r, out], or batched: [b, t, K*r] with `b` [b, K*r, out]."""
+    if hidden.dtype != result.dtype:
+        return result + (scaling * (hidden @ b)).to(result.dtype)
+    fused = torch.addmm if hidden.dim() == 2 else torch.baddbmm
+    flat = result.reshape(*hidden.shape[:-1], b.shape[-1])
+    return fused(flat, hidden, b, alpha=scaling).reshape(result.shape)

@@ -38,21 +38,29 @@ def block_tensors(model: NeekoModel, blocks: list[int]) -> dict[str, torch.Tenso
 
 
 def _append_tensors(model: NeekoModel, names: list[str], tensors: dict[str, torch.Tensor]) -> None:
-    """Append blocks `names` with weights from `tensors` (checked against the model's layers)."""
+    """Append blocks `names` with weights from `tensors`, all checked against the model's
+    layers first: a file that does not fit leaves the model as it was."""
     missing = [n for n, _ in model.lora_layers() if f"{n}.lora_A" not in tensors]
     if missing or "role_keys" not in tensors:
         raise AdapterFormatError(f"weights lack layers {missing[:3]} (or role_keys)")
-    first = model.num_blocks
-    model.add_blocks(names, tensors["role_keys"])
     for name, layer in model.lora_layers():
-        a, bt = tensors[f"{name}.lora_A"], tensors[f"{name}.lora_BT"]
-        try:
-            layer.set_blocks(
-                torch.cat([layer.lora_A[:first], a.to(layer.lora_A)]),
-                torch.cat([layer.lora_BT[:first], bt.to(layer.lora_BT)]),
-            )
-        except ValueError as err:
-            raise AdapterFormatError(f"layer {name}: {err}") from None
+        a, bt = tensors[f"{name}.lora_A"], tensors.get(f"{name}.lora_BT")
+        expected_a = (len(names), layer.rank, layer.in_features)
+        expected_bt = (len(names), layer.rank, layer.out_features)
+        if bt is None or tuple(a.shape) != expected_a or tuple(bt.shape) != expected_bt:
+            found = "missing" if bt is None else f"{tuple(a.shape)}/{tuple(bt.shape)}"
+            raise AdapterFormatError(f"layer {name}: block shapes {found} do not fit this "
+                                     f"model (expected {expected_a}/{expected_bt})")
+    first = model.num_blocks
+    try:
+        model.add_blocks(names, tensors["role_keys"])
+    except ValueError as err:
+        raise AdapterFormatError(str(err)) from None
+    for name, layer in model.lora_layers():
+        layer.set_blocks(
+            torch.cat([layer.lora_A[:first], tensors[f"{name}.lora_A"].to(layer.lora_A)]),
+            torch.cat([layer.lora_BT[:first], tensors[f"{name}.lora_BT"].to(layer.lora_BT)]),
+        )
 
 
 def save_adapter(model: NeekoModel, directory: str | Path, base_model_id: str = "") -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks: switching, mixed batches, scale in characters, end to end (`neeko bench`)."""

@@ -1,0 +1,61 @@
+"""Side-by-side timing: every case runs once per round, rounds interleave the cases, and a
+case's figure is the median over rounds, so slow phases of a noisy machine hit all cases."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so a timer measures the work and not its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds one call of `fn` takes (GPU work included)."""
+    synchronize(device)
+    started = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - started
+
+
+def interleaved(cases: dict[str, Callable[[], float]], rounds: int,
+                warmup: int = 1) -> dict[str, float]:
+    """Median per case of what each call returns (seconds), the cases interleaved per round.
+
+    Each case function measures itself and returns seconds, so it can leave set-up (a
+    prefill before the timed decode steps, say) out of the figure."""
+    if rounds < 1:
+        raise ValueError("rounds must be >= 1")
+    for _ in range(warmup):
+        for fn in cases.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, fn in cases.items():
+            samples[name].append(fn())
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def per_call(fn: Callable[[], object], calls: int, device: torch.device) -> Callable[[], float]:
+    """A case function: the mean seconds of one call of `fn` over `calls` back-to-back calls."""
+    def run() -> float:
+        return timed(lambda: [fn() for _ in range(calls)], device) / calls
+    return run
+
+
+def percentile(values: list[float], share: float) -> float:
+    """The `share` (0..1) percentile of `values`, by linear interpolation."""
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("no values")
+    position = share * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)

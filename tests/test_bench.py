@@ -1,0 +1,107 @@
+"""The benchmarks run end to end on the tiny model and check what they time: every method
+they compare really plays the character it is timed switching to or batching."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from neeko_app.bench import end_to_end, mixed_batch, scale, switching
+from neeko_app.bench.plot import summary_plot
+from neeko_app.bench.timing import interleaved, percentile
+from neeko_app.config import Settings
+from neeko_app.moelora.persistence import read_block_metadata
+from neeko_app.training.trainer import TrainingConfig
+from tests.test_cli import neeko
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_interleaved_takes_the_median_of_each_case_over_rounds():
+    calls = {"a": iter([9.0, 1.0, 2.0, 3.0]), "b": iter([9.0, 5.0, 7.0, 6.0])}
+    medians = interleaved({name: (lambda it=it: next(it)) for name, it in calls.items()},
+                          rounds=3, warmup=1)
+    assert medians == {"a": 2.0, "b": 6.0}
+    with pytest.raises(ValueError, match="rounds"):
+        interleaved({"a": lambda: 0.0}, rounds=0)
+
+
+def test_percentile_interpolates():
+    assert percentile([4.0, 1.0, 3.0, 2.0], 0.5) == 2.5
+    assert percentile([1.0, 2.0, 3.0], 0.95) == pytest.approx(2.9)
+
+
+def test_switching_checks_every_method_plays_the_new_character():
+    result = switching.run(switching.SwitchingOptions(shape="tiny", rounds=1, fast_calls=20,
+                                                      slow_calls=2))
+    rows = {row["method"]: row for row in result.rows}
+    assert set(rows) == {"ours: gate index", "PEFT set_adapter", "PEFT unmerge + merge",
+                         "PEFT load_adapter (disk)"}
+    assert all(rows[m]["output_checked"] is True for m in rows if m.startswith("PEFT"))
+    assert all(row["ms_per_switch"] > 0 for row in rows.values())
+    assert rows["ours: gate index"]["x_ours"] == 1.0
+    assert result.settings["characters"] == 8 and result.settings["device"] == "cpu"
+
+
+def test_mixed_batch_compares_all_cases_and_peft_agrees():
+    result = mixed_batch.run(mixed_batch.MixedBatchOptions(
+        shape="tiny", rounds=1, batch=4, prompt_tokens=8, decode_steps=2))
+    cases = [row["case"] for row in result.rows]
+    assert cases[0] == "bare base (no gate)" and len(cases) == 8
+    assert "PEFT adapter_names: 4 adapters" in cases
+    assert "ours: 4 characters scattered over 16" in cases
+    assert result.rows[0]["decode_x_bare"] == 1.0
+    assert all(row["prefill_ms"] > 0 and row["decode_ms_per_step"] > 0 for row in result.rows)
+    assert result.notes[-1].endswith("True")
+
+
+def test_scale_reports_each_count_with_memory_growing_linearly():
+    result = scale.run(scale.ScaleOptions(shape="tiny", rounds=1, counts=(16, 8, 32),
+                                          batch=4, prompt_tokens=4, decode_steps=1))
+    assert [row["characters"] for row in result.rows] == [8, 16, 32]
+    per_character = [row["blocks_mb"] / row["characters"] for row in result.rows]
+    assert max(per_character) == pytest.approx(min(per_character))
+    fewer = scale.run(scale.ScaleOptions(shape="tiny", rounds=1, counts=(2,), batch=4,
+                                         prompt_tokens=4, decode_steps=1))
+    assert fewer.rows[0]["characters"] == 2  # rows share characters when there are fewer
+
+
+def test_end_to_end_on_the_tiny_model_leaves_the_shipped_characters_alone(tmp_path):
+    shipped = Settings().characters_dir
+    caesar_block = (shipped / "caesar" / "block.safetensors").read_bytes()
+    result = end_to_end.run(end_to_end.EndToEndOptions(
+        base_model="tiny", reply_tokens=8, replies=1, sessions=(1, 3), expansion_exchanges=24,
+        expansion_steps=2, memory_sizes=(50, 120), queries=5,
+        training=TrainingConfig(max_tokens=4096)))  # byte tokens: long conversations
+    what = [row["what"] for row in result.rows]
+    assert any(w.startswith("chat reply: time to first token") for w in what)
+    assert [w for w in what if w.startswith("throughput")] == [
+        "throughput, 1 sessions at once", "throughput, 3 sessions at once"]
+    expansion = next(row for row in result.rows if "expansion" in row["what"])
+    assert "24 exchanges, 6 steps, projected from 2 steps" in expansion["what"]
+    recall = [row for row in result.rows if row["what"].startswith("memory recall")]
+    assert [row["what"].split(" with ")[1].split(" ")[0] for row in recall] == ["50", "120"]
+    assert all(row["p95_ms"] >= row["value"] > 0 for row in recall)
+    # the benchmark worked on a scratch copy: nothing shipped was touched or added
+    assert (shipped / "caesar" / "block.safetensors").read_bytes() == caesar_block
+    assert not (shipped / "bench-expansion").exists()
+    assert read_block_metadata(shipped / "caesar" / "block.safetensors")
+
+
+def test_neeko_bench_writes_json_and_a_plot(tmp_path):
+    out = tmp_path / "results"
+    run = neeko("bench", "switching", "scale", "--shape", "tiny", "--quick", "--rounds", "1",
+                "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    assert "Switching characters" in run.stdout and "| characters |" in run.stdout
+    saved = json.loads((out / "switching-cpu.json").read_text())
+    assert saved["machine"]["device"] == "cpu" and len(saved["rows"]) == 4
+    assert (out / "summary-cpu.png").read_bytes().startswith(PNG)
+    refused = neeko("bench", "nonsense", "--shape", "tiny")
+    assert refused.returncode == 2 and "unknown benchmark" in refused.stderr
+
+
+def test_summary_plot_needs_results():
+    with pytest.raises(ValueError, match="no benchmark results"):
+        summary_plot({})
