@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from neeko_app.bench import end_to_end, mixed_batch, scale, switching
 from neeko_app.bench.plot import summary_plot
-from neeko_app.bench.timing import interleaved, percentile
+from neeko_app.bench.timing import interleaved, paired_ratio, percentile
 from neeko_app.config import Settings
 from neeko_app.moelora.persistence import read_block_metadata
 from neeko_app.training.trainer import TrainingConfig
@@ -27,14 +28,20 @@ def test_interleaved_takes_the_median_of_each_case_over_rounds():
         interleaved({"a": lambda: 0.0}, rounds=0)
 
 
+def test_paired_ratio_divides_within_each_round():
+    # round 2 was slow for both cases: per-round ratios are 2, 2, 3 whatever the phase
+    samples = {"case": [2.0, 20.0, 3.0], "reference": [1.0, 10.0, 1.0]}
+    assert paired_ratio(samples, "case", "reference") == 2.0
+
+
 def test_percentile_interpolates():
     assert percentile([4.0, 1.0, 3.0, 2.0], 0.5) == 2.5
     assert percentile([1.0, 2.0, 3.0], 0.95) == pytest.approx(2.9)
 
 
 def test_switching_checks_every_method_plays_the_new_character():
-    result = switching.run(switching.SwitchingOptions(shape="tiny", rounds=1, fast_calls=20,
-                                                      slow_calls=2))
+    result = switching.run(switching.SwitchingOptions(shape="tiny", rounds=1, ours_calls=20,
+                                                      peft_calls=5, slow_calls=2))
     rows = {row["method"]: row for row in result.rows}
     assert set(rows) == {"ours: gate index", "PEFT set_adapter", "PEFT unmerge + merge",
                          "PEFT load_adapter (disk)"}
@@ -100,6 +107,10 @@ def test_neeko_bench_writes_json_and_a_plot(tmp_path):
     assert (out / "summary-cpu.png").read_bytes().startswith(PNG)
     refused = neeko("bench", "nonsense", "--shape", "tiny")
     assert refused.returncode == 2 and "unknown benchmark" in refused.stderr
+    if not torch.cuda.is_available():
+        no_gpu = neeko("bench", "switching", "--shape", "tiny", "--device", "cuda")
+        assert no_gpu.returncode == 2 and "no CUDA GPU" in no_gpu.stderr
+        assert "Traceback" not in no_gpu.stderr
 
 
 def test_summary_plot_needs_results():

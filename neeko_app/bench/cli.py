@@ -28,7 +28,7 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], BenchResult]]:
     quick = args.quick
     return {
         "switching": lambda: switching.run(switching.SwitchingOptions(
-            **model, **({"fast_calls": 200, "slow_calls": 2} if quick else {}))),
+            **model, **({"ours_calls": 200, "peft_calls": 5, "slow_calls": 2} if quick else {}))),
         "mixed-batch": lambda: mixed_batch.run(mixed_batch.MixedBatchOptions(
             **batched, **({"decode_steps": 4, "prompt_tokens": 32} if quick else {}))),
         "scale": lambda: scale.run(scale.ScaleOptions(
@@ -37,7 +37,8 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], BenchResult]]:
             base_model=args.base_model or "embedded",
             device=args.device if args.device not in (None, "auto") else "cpu",
             **({"replies": 1, "sessions": (1, 4), "expansion_steps": 3,
-                "memory_sizes": (1_000, 10_000), "queries": 20} if quick else {}))),
+                "memory_sizes": (1_000, 10_000), "queries": 20} if quick else {})),
+            report=lambda stage: print(f"  {stage} ...", flush=True)),
     }
 
 

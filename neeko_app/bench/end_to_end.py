@@ -16,6 +16,7 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from neeko_app.memory.client import open_client
 from neeko_app.memory.knowledge import index_characters
 from neeko_app.memory.store import CONVERSATION_COLLECTION
 from neeko_app.runtime import Runtime, load_runtime
+from neeko_app.training.cli_progress import ProgressBar
 from neeko_app.training.trainer import Progress, TrainingCancelled, TrainingConfig
 from neeko_app.training.workflows import TrainingJob, add_character
 
@@ -59,7 +61,9 @@ class EndToEndOptions:
     queries: int = 50
 
 
-def run(options: EndToEndOptions = EndToEndOptions()) -> BenchResult:
+def run(options: EndToEndOptions = EndToEndOptions(),
+        report: Callable[[str], None] = lambda _: None) -> BenchResult:
+    """Run the stages in order; `report` hears which one starts (they take minutes)."""
     with tempfile.TemporaryDirectory(prefix="neeko-bench-") as scratch:
         scratch = Path(scratch)
         characters = scratch / "characters"
@@ -79,12 +83,18 @@ def run(options: EndToEndOptions = EndToEndOptions()) -> BenchResult:
         decoding = DecodingSettings(max_new_tokens=options.reply_tokens, seed=0)
         engine = ChatEngine(runtime, memory, decoding)
         try:
+            report("sampling one token, sorting vs topk")
             _sampling(runtime, decoding, result)
+            report(f"{options.replies} chat replies, one at a time")
             _chat_reply(engine, options, result)
+            report(f"throughput with {', '.join(map(str, options.sessions))} sessions at once")
             _throughput(engine, options, result)
         finally:
             engine.close()
+        report(f"adding a character by expansion ({options.expansion_exchanges} exchanges)")
         _expansion(settings, runtime, scratch, options, result)
+        report(f"memory recall with {', '.join(f'{n:,}' for n in options.memory_sizes)} "
+               "stored exchanges")
         _retrieval(scratch / "retrieval", options, result)
     return result
 
@@ -170,7 +180,13 @@ def _expansion(settings: Settings, runtime: Runtime, scratch: Path, options: End
     (source / "dialogues.jsonl").write_text("\n".join(lines) + "\n")
     seen: list[Progress] = []
     limit = options.expansion_steps
-    job = TrainingJob(options.training, on_progress=seen.append,
+    bar = ProgressBar("expansion")
+
+    def progress(step: Progress) -> None:
+        seen.append(step)
+        bar(step)
+
+    job = TrainingJob(options.training, on_progress=progress,
                       should_stop=lambda: limit is not None and len(seen) >= limit)
     bench_settings = replace(settings, cache_dir=scratch / "cache")
     started = time.perf_counter()
@@ -179,6 +195,8 @@ def _expansion(settings: Settings, runtime: Runtime, scratch: Path, options: End
         measured = "measured"
     except TrainingCancelled:
         measured = f"projected from {len(seen)} steps"
+    finally:
+        bar.close()
     elapsed = time.perf_counter() - started
     last = seen[-1]
     total = elapsed if last.step == last.total else elapsed + last.eta_seconds

@@ -6,6 +6,7 @@ timed separately: decode is where a per-layer overhead shows.
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ import torch
 from neeko_app.bench.peft_twin import export_adapters, peft_model
 from neeko_app.bench.results import BenchResult, machine
 from neeko_app.bench.shapes import ModelOptions, bench_models, bench_settings
-from neeko_app.bench.timing import interleaved, synchronize, timed
+from neeko_app.bench.timing import interleaved_samples, paired_ratio, synchronize, timed
 from neeko_app.moelora import Gate
 
 Forward = Callable[..., object]  # (input_ids, **kwargs) -> model output
@@ -85,11 +86,11 @@ def run(options: MixedBatchOptions = MixedBatchOptions()) -> BenchResult:
             f"PEFT adapter_names: {batch} adapters": peft_forward(mixed),
         }
         agrees = _check_peft(neeko, peft, ids, mixed)
-        prefill = interleaved(
+        prefill = interleaved_samples(
             {name: (lambda f=f: prefill_seconds(f, ids, device)) for name, f in forwards.items()}
             | {"ours: one character after another": lambda: one_after_another(
                 lambda f, x: prefill_seconds(f, x, device))}, options.rounds)
-        decode = interleaved(
+        decode = interleaved_samples(
             {name: (lambda f=f: decode_seconds(f, ids, options.decode_steps, device))
              for name, f in forwards.items()}
             | {"ours: one character after another": lambda: one_after_another(
@@ -100,16 +101,17 @@ def run(options: MixedBatchOptions = MixedBatchOptions()) -> BenchResult:
                          bench_settings(options, models), machine(device))
     bare = "bare base (no gate)"
     for case in prefill:
-        result.add(case=case, prefill_ms=prefill[case] * 1000,
-                   prefill_x_bare=prefill[case] / prefill[bare],
-                   decode_ms_per_step=decode[case] * 1000,
-                   decode_x_bare=decode[case] / decode[bare])
-    peft_mixed = decode[f"PEFT adapter_names: {batch} adapters"]
-    ours_mixed = decode[f"ours: {batch} characters, one each"]
+        result.add(case=case, prefill_ms=statistics.median(prefill[case]) * 1000,
+                   prefill_x_bare=paired_ratio(prefill, case, bare),
+                   decode_ms_per_step=statistics.median(decode[case]) * 1000,
+                   decode_x_bare=paired_ratio(decode, case, bare))
+    peft_mixed = f"PEFT adapter_names: {batch} adapters"
+    ours_mixed = f"ours: {batch} characters, one each"
     result.notes += [
-        f"decode, {batch} different characters: ours x{ours_mixed / decode[bare]:.3f} of the "
-        f"bare base; PEFT adapter_names x{peft_mixed / decode[bare]:.3f}; ours is "
-        f"{peft_mixed / ours_mixed:.2f}x faster than PEFT",
+        f"decode, {batch} different characters: ours "
+        f"x{paired_ratio(decode, ours_mixed, bare):.3f} of the bare base; PEFT adapter_names "
+        f"x{paired_ratio(decode, peft_mixed, bare):.3f}; ours is "
+        f"{paired_ratio(decode, peft_mixed, ours_mixed):.2f}x faster than PEFT",
         f"PEFT adapter_names rows equal ours (same weights): {agrees}",
     ]
     return result

@@ -16,10 +16,14 @@ def summary_plot(results: dict[str, dict]) -> bytes:
               if name in results]
     if not panels:
         raise ValueError("no benchmark results to plot")
-    figure = Figure(figsize=(6.5 * len(panels), 4.8), layout="constrained")
-    for axes, name in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels,
-                          strict=True):
+    columns = min(2, len(panels))
+    rows = (len(panels) + 1) // 2
+    figure = Figure(figsize=(7.5 * columns, 4.6 * rows), layout="constrained")
+    grid = figure.subplots(rows, columns, squeeze=False).flatten()
+    for axes, name in zip(grid, panels, strict=False):
         _PANELS[name](axes, results[name])
+    for axes in grid[len(panels):]:
+        axes.set_visible(False)
     first = results[panels[0]]["machine"]
     figure.suptitle(f"{first.get('gpu') or first['cpu']}, {first['date'][:10]}")
     buffer = BytesIO()

@@ -25,9 +25,10 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - started
 
 
-def interleaved(cases: dict[str, Callable[[], float]], rounds: int,
-                warmup: int = 1) -> dict[str, float]:
-    """Median per case of what each call returns (seconds), the cases interleaved per round.
+def interleaved_samples(cases: dict[str, Callable[[], float]], rounds: int,
+                        warmup: int = 1) -> dict[str, list[float]]:
+    """What each call returns (seconds), per case, one call per case and round, the cases
+    interleaved.
 
     Each case function measures itself and returns seconds, so it can leave set-up (a
     prefill before the timed decode steps, say) out of the figure."""
@@ -40,7 +41,21 @@ def interleaved(cases: dict[str, Callable[[], float]], rounds: int,
     for _ in range(rounds):
         for name, fn in cases.items():
             samples[name].append(fn())
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return samples
+
+
+def interleaved(cases: dict[str, Callable[[], float]], rounds: int,
+                warmup: int = 1) -> dict[str, float]:
+    """The median over rounds of each case of `interleaved_samples`."""
+    return {name: statistics.median(values)
+            for name, values in interleaved_samples(cases, rounds, warmup).items()}
+
+
+def paired_ratio(samples: dict[str, list[float]], case: str, reference: str) -> float:
+    """The median over rounds of `case / reference` within each round: the two ran moments
+    apart, so a slow phase of the machine cancels out of their ratio."""
+    return statistics.median(a / b for a, b in zip(samples[case], samples[reference],
+                                                   strict=True))
 
 
 def per_call(fn: Callable[[], object], calls: int, device: torch.device) -> Callable[[], float]:
