@@ -137,3 +137,18 @@ def test_gate_derived_tensors_are_made_once_per_gate(tiny_neeko):
     assert weights.shape == (3, 1, 3 * 4)
     assert weights[1].sum() == 0 and weights[0, 0, :4].tolist() == [1.0] * 4
     assert not gate.unit_weights and gate.block_span == (0, 3)
+
+
+def test_generate_that_repeats_rows_repeats_their_gate_rows(tiny_neeko):
+    """num_return_sequences doubles the batch inside generate(): each copy keeps its row's
+    character (the repeated gate is made once per call, not once per layer)."""
+    prompt = torch.tensor([[2, 40, 41, 42]] * 2)
+    gate = tiny_neeko.gate_for(["char0", "char3"])
+    kwargs = dict(max_new_tokens=5, do_sample=False, num_beams=2, num_return_sequences=2,
+                  pad_token_id=0)
+    both = tiny_neeko.generate(prompt, gate=gate, **kwargs)
+    for row, name in enumerate(["char0", "char3"]):
+        alone = tiny_neeko.generate(prompt[:1], gate=tiny_neeko.gate_for([name]), **kwargs)
+        assert torch.equal(both[2 * row:2 * row + 2], alone)
+    assert gate.for_batch(4) is gate.for_batch(4)
+    assert gate.for_batch(4).indices[:, 0].tolist() == [0, 0, 3, 3]

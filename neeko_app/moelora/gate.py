@@ -6,7 +6,7 @@ stored on the model, so concurrent calls with different characters cannot see ea
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -61,7 +61,8 @@ class Gate:
     def batch_size(self) -> int:
         return self.indices.shape[0]
 
-    def _memo(self, key: Any, make):
+    def _memo(self, key: Any, make: Callable[[], Any]) -> Any:
+        """`make()`, computed on the first call for `key` and kept with the gate."""
         if key not in self._derived:
             self._derived[key] = make()
         return self._derived[key]
@@ -123,11 +124,11 @@ class Gate:
                 "give one gate row per input row"
             )
         repeat = batch_size // self.batch_size
-        return Gate(
+        return self._memo(("batch", batch_size), lambda: Gate(
             self.indices.repeat_interleave(repeat, 0),
             self.weights.repeat_interleave(repeat, 0),
             self.path,
-        )
+        ))
 
 
 def fusion_weights(
