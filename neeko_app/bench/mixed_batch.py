@@ -89,13 +89,14 @@ def run(options: MixedBatchOptions = MixedBatchOptions()) -> BenchResult:
         prefill = interleaved_samples(
             {name: (lambda f=f: prefill_seconds(f, ids, device)) for name, f in forwards.items()}
             | {"ours: one character after another": lambda: one_after_another(
-                lambda f, x: prefill_seconds(f, x, device))}, options.rounds)
+                lambda f, x: prefill_seconds(f, x, device))}, options.rounds,
+            label="prefill")
         decode = interleaved_samples(
             {name: (lambda f=f: decode_seconds(f, ids, options.decode_steps, device))
              for name, f in forwards.items()}
             | {"ours: one character after another": lambda: one_after_another(
                 lambda f, x: decode_seconds(f, x, options.decode_steps, device))},
-            options.rounds)
+            options.rounds, label="decode")
 
     result = BenchResult("mixed_batch", f"Mixed batch of {batch}: prefill and decode",
                          bench_settings(options, models), machine(device))

@@ -61,7 +61,7 @@ def run(options: ScaleOptions = ScaleOptions()) -> BenchResult:
             samples = interleaved_samples({
                 case: (lambda g=gate: decode_seconds(
                     lambda x, **kw: neeko(x, gate=g, **kw), ids, options.decode_steps, device))
-                for case, gate in cases.items()}, options.rounds)
+                for case, gate in cases.items()}, options.rounds, label=f"{count} characters")
             per_token = {case: statistics.median(values) / options.batch * 1000
                          for case, values in samples.items()}
             result.add(characters=count, bare_ms_per_token=per_token["bare"],

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from tqdm import tqdm
 
 
 def synchronize(device: torch.device) -> None:
@@ -26,21 +27,23 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
 
 
 def interleaved_samples(cases: dict[str, Callable[[], float]], rounds: int,
-                        warmup: int = 1) -> dict[str, list[float]]:
+                        warmup: int = 1, label: str | None = None) -> dict[str, list[float]]:
     """What each call returns (seconds), per case, one call per case and round, the cases
-    interleaved.
+    interleaved. With `label`, a progress bar (on stderr) counts the calls.
 
     Each case function measures itself and returns seconds, so it can leave set-up (a
     prefill before the timed decode steps, say) out of the figure."""
     if rounds < 1:
         raise ValueError("rounds must be >= 1")
-    for _ in range(warmup):
-        for fn in cases.values():
-            fn()
     samples: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(rounds):
-        for name, fn in cases.items():
-            samples[name].append(fn())
+    with tqdm(total=(warmup + rounds) * len(cases), desc=label, unit="run",
+              disable=label is None, leave=False) as bar:
+        for done in range(warmup + rounds):
+            for name, fn in cases.items():
+                seconds = fn()
+                if done >= warmup:
+                    samples[name].append(seconds)
+                bar.update()
     return samples
 
 
