@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -144,8 +145,8 @@ def _chat_reply(engine: ChatEngine, options: EndToEndOptions, result: BenchResul
         first_token.append(first - started)
         rates.append(max(reply.completion_tokens - 1, 1) / max(done - first, 1e-9))
     result.add(what="chat reply: time to first token (median)",
-               value=sorted(first_token)[len(first_token) // 2], unit="s")
-    result.add(what="chat reply: decode speed (median)", value=sorted(rates)[len(rates) // 2],
+               value=statistics.median(first_token), unit="s")
+    result.add(what="chat reply: decode speed (median)", value=statistics.median(rates),
                unit="tokens/s")
 
 

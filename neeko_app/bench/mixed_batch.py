@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from neeko_app.bench.peft_twin import export_adapters, peft_model
+from neeko_app.bench.peft_twin import export_adapters, peft_model, same_logits
 from neeko_app.bench.results import BenchResult, machine
 from neeko_app.bench.shapes import ModelOptions, bench_models, bench_settings
 from neeko_app.bench.timing import interleaved_samples, paired_ratio, synchronize, timed
@@ -120,9 +120,5 @@ def run(options: MixedBatchOptions = MixedBatchOptions()) -> BenchResult:
 
 def _check_peft(neeko, peft, ids: torch.Tensor, names: list[str]) -> bool:
     """PEFT's mixed-adapter batch gives our mixed batch's logits."""
-    ours = neeko(ids, gate=neeko.gate_for(names), logits_to_keep=1).logits.float()
-    theirs = peft(input_ids=ids, adapter_names=names, logits_to_keep=1).logits.float()
-    tolerance = 1e-3 * max(1.0, ours.abs().max().item())
-    if neeko.keys.device.type != "cpu" or ours.dtype != torch.float32:
-        tolerance *= 50
-    return bool((ours - theirs).abs().max() <= tolerance)
+    return same_logits(neeko(ids, gate=neeko.gate_for(names), logits_to_keep=1).logits,
+                       peft(input_ids=ids, adapter_names=names, logits_to_keep=1).logits)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from neeko_app.bench.peft_twin import export_adapters, peft_model
+from neeko_app.bench.peft_twin import export_adapters, peft_model, same_logits
 from neeko_app.bench.results import BenchResult, machine
 from neeko_app.bench.shapes import ModelOptions, bench_models, bench_settings
 from neeko_app.bench.timing import interleaved, per_call
@@ -102,9 +102,5 @@ def _switched_and_agrees(neeko, peft, probe: torch.Tensor, name: str) -> bool:
 
 def _agrees(neeko, peft, probe: torch.Tensor, name: str) -> bool:
     """PEFT's next forward pass after a switch to `name` gives our logits for `name`."""
-    ours = neeko(probe, gate=neeko.gate_for([name])).logits.float()
-    theirs = peft(input_ids=probe).logits.float()
-    tolerance = 1e-3 * max(1.0, ours.abs().max().item())
-    if ours.dtype != torch.float32 or neeko.keys.device.type != "cpu":
-        tolerance *= 50  # bf16 / GPU kernels round differently
-    return bool((ours - theirs).abs().max() <= tolerance)
+    return same_logits(neeko(probe, gate=neeko.gate_for([name])).logits,
+                       peft(input_ids=probe).logits)

@@ -71,7 +71,7 @@ class Gate:
     def uniform_block(self) -> int | None:
         """The block every row uses alone with weight 1 (a batch of one character), else None."""
         def find() -> int | None:
-            if self.indices.shape[1] != 1 or not bool((self.weights == 1).all()):
+            if self.indices.shape[1] != 1 or not self.unit_weights:
                 return None
             first = self.indices[0, 0]
             return int(first) if bool((self.indices == first).all()) else None

@@ -106,7 +106,8 @@ class MoeLoraLinear(nn.Module):
         if not self.trainable_A:
             if gate.uniform_block is not None:
                 return self._add_one_block(result, x_lora, gate.uniform_block)
-            if _span_is_cheaper(gate, tokens_per_row=x_lora[0].numel() // self.in_features):
+            tokens_per_row = x.numel() // (x.shape[0] * self.in_features)
+            if _span_is_cheaper(gate, tokens_per_row):
                 return self._add_block_range(result, x_lora, gate, gate.block_span)
         return self._add_gathered_blocks(result, x_lora, gate)
 
