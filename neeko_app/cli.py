@@ -30,6 +30,10 @@ def _positive_int(text: str) -> int:
     return int(_checked(int, text, lambda v: v >= 1, "a whole number of at least 1"))
 
 
+def _non_negative_int(text: str) -> int:
+    return int(_checked(int, text, lambda v: v >= 0, "a whole number of at least 0"))
+
+
 def _positive_float(text: str) -> float:
     return _checked(float, text, lambda v: math.isfinite(v) and v > 0, "a number above 0")
 
@@ -147,9 +151,20 @@ def build_parser() -> argparse.ArgumentParser:
     scripted.add_argument("scripts", nargs="*",
                           help="script names or .yaml paths (default: every shipped script)")
     scripted.add_argument("--systems", nargs="+", choices=ALL_SYSTEMS, default=list(SYSTEMS))
-    scripted.add_argument("--out", default="eval-report",
-                          help="folder for replies.jsonl (resumed), results.json, report.md")
+    scripted.add_argument("--out",
+                          help="folder for replies.jsonl (resumed), results.json, report.md and "
+                               "plots (default: reports/latest, which the Evaluate tab shows)")
     scripted.add_argument("--batch-size", type=_positive_int, default=16)
+    scripted.add_argument("--limit", type=_positive_int,
+                          help="only the first exchanges of each script, at most N turns per "
+                               "character (default: all)")
+    scripted.add_argument("--perplexity", type=_non_negative_int, default=10, metavar="N",
+                          help="held-out conversations per character for the perplexity "
+                               "matrix (default 10; 0: skip it)")
+    scripted.add_argument("--incremental", metavar="CHARACTER",
+                          help="report the other characters before/after this one was added "
+                               "by expansion (and it by fusion vs. expansion with the fusion "
+                               "system), e.g. caesar")
     scripted.add_argument("--max-new-tokens", type=_positive_int, default=96)
     scripted.add_argument("--judge-url", help="OpenAI-compatible endpoint of an LLM judge, "
                           "e.g. http://host:8000/v1 (off by default)")

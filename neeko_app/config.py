@@ -31,6 +31,7 @@ class Settings:
     characters_dir: Path = field(default_factory=lambda: _default_root() / "characters")
     memory_dir: Path = field(default_factory=lambda: _default_root() / "memory")
     sessions_dir: Path = field(default_factory=lambda: _default_root() / "memory" / "sessions")
+    reports_dir: Path = field(default_factory=lambda: _default_root() / "reports")
     chroma_url: str = ""  # empty: embedded store in memory_dir; else a `chroma run` server
     backend: str = "local"  # "local": this process generates; "openai": a model server does
     backend_url: str = ""  # the server's OpenAI-compatible base URL, e.g. http://gpu:8000/v1

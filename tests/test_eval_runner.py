@@ -89,3 +89,54 @@ def test_the_eval_command_writes_replies_results_report_and_plot(runtime, tmp_pa
 def test_an_unknown_script_name_lists_the_shipped_ones(capsys):
     assert main(["eval", "no-such-script", "--base-model", "tiny"]) == 2
     assert "no script 'no-such-script'; shipped scripts: " in capsys.readouterr().err
+
+
+def write_heldout(folder, count: int = 3) -> None:
+    rows = [{"id": f"{folder.name}-{i}", "turns": [
+        {"role": "user", "text": f"Question number {i}?"},
+        {"role": "character", "text": f"Answer number {i} from {folder.name}."}]}
+        for i in range(count)]
+    (folder / "heldout.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+
+
+def test_the_eval_command_reports_perplexity_and_incremental_learning(tmp_path):
+    trio = make_tiny_runtime(tmp_path, {"ada": "Ada Lovelace", "caesar": "Julius Caesar",
+                                        "newton": "Isaac Newton"})
+    settings = trio.settings
+    for slug in ("ada", "caesar", "newton"):
+        write_heldout(settings.characters_dir / slug)
+    script = tmp_path / "trio.yaml"
+    script.write_text(json.dumps({
+        "name": "trio", "characters": ["ada", "caesar", "newton"],
+        "exchanges": [{"ask": "Where were you born?"},
+                      {"conversation": [{"ask": "Name a friend."}, {"ask": "Why?"}]},
+                      {"ask": "Never asked: cut by --limit."}]}))
+    out = tmp_path / "report"
+    flags = ["--base-model", "tiny", "--characters-dir", str(settings.characters_dir),
+             "--cache-dir", str(settings.cache_dir), "--max-new-tokens", "6"]
+    assert main(["eval", str(script), *flags, "--systems", "blocks", "fusion", "--limit", "3",
+                 "--perplexity", "2", "--incremental", "caesar", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["scores"]["blocks"]["overall"]["replies"] == 3 * 3  # 2 exchanges, 3 turns
+    matrix = results["perplexity"]
+    assert matrix["characters"] == ["ada", "caesar", "newton"] and matrix["conversations"] == 2
+    assert all(len(row) == 3 and min(row) > 1 for row in matrix["values"])
+    incremental = results["incremental"]
+    assert set(incremental["before"]) == {"ada", "newton", "overall"}
+    assert incremental["replayed"] == 2 * 3  # ada and newton, every turn replayed
+    assert 0 <= incremental["identical"] <= incremental["replayed"]
+    assert incremental["fusion"]["replies"] == incremental["expansion"]["replies"] == 3
+    replayed = [json.loads(x) for x in (out / "replies-before.jsonl").read_text().splitlines()]
+    assert {r["character"] for r in replayed} == {"ada", "newton"}
+    report = (out / "report.md").read_text()
+    assert "caesar added by expansion" in report and "| data \\ block |" in report
+    for plot in ("perplexity.png", "incremental.png"):
+        assert (out / plot).read_bytes().startswith(b"\x89PNG")
+
+
+def test_incremental_needs_the_characters_own_block_and_the_blocks_system(runtime, capsys):
+    settings = runtime.settings
+    flags = ["--base-model", "tiny", "--characters-dir", str(settings.characters_dir),
+             "--cache-dir", str(settings.cache_dir)]
+    assert main(["eval", "robustness", *flags, "--incremental", "nobody"]) == 2
+    assert "--incremental nobody needs that character's own block" in capsys.readouterr().err

@@ -7,14 +7,18 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from neeko_app.characters.registry import discover_characters
 from neeko_app.evaluation.script import (
     SHIPPED_SCRIPTS,
     Expectation,
     ScriptError,
+    first_exchanges,
     load_script,
+    parse_script,
     unmet_expectations,
+    without_character,
 )
 
 SHIPPED_CHARACTERS = Path(__file__).resolve().parents[1] / "characters"
@@ -116,3 +120,14 @@ def test_every_shipped_script_parses_and_names_shipped_characters():
         if script.name.endswith("-interview"):
             questions = sum(len(e.turns) for e in script.exchanges)
             assert questions >= 30, f"{path.name} has {questions} questions"
+
+
+def test_a_script_cut_to_its_first_exchanges_and_without_a_character():
+    script = parse_script(yaml.safe_load(VALID))
+    assert first_exchanges(script, None) is script
+    cut = first_exchanges(script, 2)  # the conversation would make it three turns
+    assert [e.turns[0].ask for e in cut.exchanges] == ["Where were you born?"]
+    assert len(first_exchanges(script, 3).exchanges) == 2
+    assert len(first_exchanges(script, 0).exchanges) == 1  # never empty
+    assert without_character(script, "newton").characters == ("beethoven",)
+    assert without_character(without_character(script, "newton"), "beethoven") is None

@@ -82,6 +82,18 @@ def test_expansion_keeps_old_logits_bit_identical(tiny_neeko, token_batch):
     assert not torch.allclose(untrained["newcomer"], after["newcomer"])
 
 
+def test_removing_a_block_leaves_the_others_bit_identical(tiny_neeko, token_batch):
+    before = all_logits(tiny_neeko, token_batch)
+    tiny_neeko.remove_block("char1")
+    after = all_logits(tiny_neeko, token_batch)
+    assert tiny_neeko.block_names == ["char0", "char2", "char3"]
+    assert tiny_neeko.keys.shape[0] == 3
+    for name in after:
+        assert torch.equal(before[name], after[name]), name
+    with pytest.raises(KeyError, match="no block named 'char1'"):
+        tiny_neeko.remove_block("char1")
+
+
 def test_interrupted_training_leaves_blocks_unchanged(tiny_neeko):
     before = block_snapshot(tiny_neeko, "char1")
 

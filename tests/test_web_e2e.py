@@ -7,6 +7,7 @@ Screenshots of the chat and the wizard go to assets/screenshots/.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -28,6 +29,7 @@ from neeko_app.memory.knowledge import index_characters
 from neeko_app.runtime import load_runtime
 from neeko_app.ui.app import build_app, launch
 from tests.test_memory import free_port
+from tests.test_ui_reports import write_fake_report
 from tests.tiny_characters import make_tiny_runtime
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -77,9 +79,11 @@ def app(tmp_path_factory) -> Iterator[tuple[str, ChatEngine]]:
     engine = ChatEngine(runtime, memory, DECODING, sessions=SessionStore(root / "sessions"),
                         limits=ContextLimits(context_tokens=1024, max_reply_tokens=32),
                         scheduler=scheduler)
-    demo = build_app(engine, runtime.settings)
+    settings = dataclasses.replace(runtime.settings, reports_dir=root / "reports")
+    write_fake_report(settings.reports_dir / "tiny-run")
+    demo = build_app(engine, settings)
     port = free_port()
-    launch(demo, runtime.settings, "127.0.0.1", port, block=False)
+    launch(demo, settings, "127.0.0.1", port, block=False)
     try:
         yield f"http://127.0.0.1:{port}/", engine
     finally:
@@ -312,6 +316,18 @@ def test_a_character_is_exported_as_png_and_json_cards(page, app):
     page.get_by_role("button", name="Export PNG + JSON").click()
     for name in ("socrates.png", "socrates.json"):  # download links to the exported files
         expect(page.locator(f"#card-files a[href$='/{name}']")).to_have_count(1)
+
+
+def test_the_evaluate_tab_shows_the_newest_report_with_its_plots(page, app):
+    page.get_by_role("tab", name="Evaluate").click()
+    expect(page.locator("#report-picker input")).to_have_value(
+        "tiny-run (blocks, profile-prompt)")
+    expect(page.locator("#report-text")).to_contain_text("Role identification per character")
+    expect(page.locator("#report-text table").first).to_contain_text("profile-prompt")
+    plot = page.locator("#report-text img").first
+    expect(plot).to_be_visible()
+    wait_until(lambda: plot.evaluate("img => img.naturalWidth") > 100, "the plot to load")
+    page.screenshot(path=str(SCREENSHOTS / "evaluate.png"), full_page=True)
 
 
 def test_broken_or_duplicate_uploads_say_what_is_wrong_and_change_nothing(page, app, tmp_path):

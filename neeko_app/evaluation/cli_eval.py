@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm import tqdm
 
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.config import Settings
+from neeko_app.evaluation.heldout import HeldoutOptions, run_heldout_evaluation
+from neeko_app.evaluation.incremental import (
+    IncrementalResult,
+    incremental_result,
+    replay_scripts,
+)
 from neeko_app.evaluation.judge import Judge, judge_replies
-from neeko_app.evaluation.report import write_report
+from neeko_app.evaluation.report import PerplexityMatrix, write_report
 from neeko_app.evaluation.role_identification import profile_embedding
-from neeko_app.evaluation.runner import ReplyLog, run_scripts
-from neeko_app.evaluation.scoring import score
-from neeko_app.evaluation.script import SHIPPED_SCRIPTS, load_script
+from neeko_app.evaluation.runner import ReplyLog, ScriptedReply, run_scripts
+from neeko_app.evaluation.scoring import Scores, score
+from neeko_app.evaluation.script import SHIPPED_SCRIPTS, first_exchanges, load_script
 from neeko_app.evaluation.systems import evaluation_memory
-from neeko_app.runtime import load_runtime
+from neeko_app.runtime import Runtime, load_runtime
 from neeko_app.training.baselines import load_lora_mix
 
 
@@ -38,25 +46,30 @@ def script_paths(names: list[str]) -> list[Path]:
 
 def run_eval_command(settings: Settings, args: argparse.Namespace) -> int:
     """Run, score and report; a re-run with the same --out resumes the replies log."""
-    scripts = [load_script(path) for path in script_paths(args.scripts)]
+    scripts = [first_exchanges(load_script(path), args.limit)
+               for path in script_paths(args.scripts)]
     runtime = load_runtime(settings)
     if "lora-mix" in args.systems:
         load_lora_mix(runtime.model, settings)
-    out = Path(args.out)
+    if args.incremental and (args.incremental not in runtime.model.block_names
+                             or "blocks" not in args.systems):
+        raise ValueError(f"--incremental {args.incremental} needs that character's own "
+                         "block and the blocks system")
+    out = Path(args.out) if args.out else settings.reports_dir / "latest"
     started = time.perf_counter()
+    decoding = DecodingSettings(max_new_tokens=args.max_new_tokens, temperature=0.0)
     with evaluation_memory(args.systems, runtime.characters.values()) as memory, \
-            tqdm(desc="replies", unit="reply") as bar:
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
-        replies = run_scripts(
-            runtime, scripts, args.systems, ReplyLog(out / "replies.jsonl"), memory,
-            DecodingSettings(max_new_tokens=args.max_new_tokens, temperature=0.0),
-            args.batch_size, progress)
-    evaluated = sorted({c for script in scripts for c in script.characters})
+            _reply_bar("replies") as progress:
+        replies = run_scripts(runtime, scripts, args.systems, ReplyLog(out / "replies.jsonl"),
+                              memory, decoding, args.batch_size, progress)
+    evaluated = sorted({r.character for r in replies})  # those of earlier runs in --out too
     profiles = {slug: profile_embedding(runtime.character(slug)) for slug in evaluated}
     table = score(replies, profiles)
+    perplexity = _perplexity(runtime, evaluated, args.perplexity, args.batch_size)
+    incremental = None
+    if args.incremental:
+        incremental = _incremental(runtime, scripts, replies, table, profiles, args, decoding,
+                                   out)
     judged = None
     if args.judge_url:
         judge = Judge(args.judge_url, args.judge_model, args.judge_key)
@@ -66,9 +79,53 @@ def run_eval_command(settings: Settings, args: argparse.Namespace) -> int:
             judge.close()
     meta = {"scripts": [s.name for s in scripts], "systems": list(args.systems),
             "base_model": runtime.base.model_id, "max_new_tokens": args.max_new_tokens,
+            "turns_per_script": args.limit,
             "judge": args.judge_model if args.judge_url else None,
             "seconds": round(time.perf_counter() - started, 1)}
-    paths = write_report(out, table, "Scripted evaluation", meta, judged)
+    paths = write_report(out, table, "Scripted evaluation", meta, judged, perplexity,
+                         incremental)
     print((out / "report.md").read_text())
     print("written: " + ", ".join(str(p) for p in paths))
     return 0
+
+
+@contextmanager
+def _reply_bar(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A tqdm bar fed by the runner's (done, total) reports."""
+    with tqdm(desc=description, unit="reply") as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        yield progress
+
+
+def _perplexity(runtime: Runtime, evaluated: list[str], conversations: int,
+                batch_size: int) -> PerplexityMatrix | None:
+    """The perplexity matrix over the evaluated characters that have a block and a held-out
+    set (`conversations` of it each); None when off or fewer than two such characters."""
+    slugs = [s for s in evaluated if s in runtime.model.block_names
+             and (runtime.character(s).folder / "heldout.jsonl").is_file()]
+    if conversations == 0 or len(slugs) < 2:
+        return None
+    with tqdm(desc="perplexity", unit="batch") as bar:
+        def progress(_stage: str, done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        report = run_heldout_evaluation(runtime, slugs, HeldoutOptions(
+            limit=conversations, batch_size=batch_size, systems=()), progress)
+    return PerplexityMatrix(slugs, report.perplexity, conversations)
+
+
+def _incremental(runtime: Runtime, scripts: list, replies: list[ScriptedReply],
+                 table: dict[str, dict[str, Scores]], profiles: dict, args: argparse.Namespace,
+                 decoding: DecodingSettings, out: Path) -> IncrementalResult:
+    """Before/after adding `args.incremental`: a sample of the other characters' replies
+    regenerated with its block removed (the runtime is not used afterwards)."""
+    runtime.model.remove_block(args.incremental)
+    with _reply_bar(f"replies without {args.incremental}") as progress:
+        replayed = run_scripts(runtime, replay_scripts(scripts, args.incremental), ["blocks"],
+                               ReplyLog(out / "replies-before.jsonl"), None, decoding,
+                               args.batch_size, progress)
+    return incremental_result(table, replies, replayed, profiles, args.incremental)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 
 from matplotlib.figure import Figure  # no pyplot: nothing global, no display needed
+from matplotlib.patches import Rectangle
 
+from neeko_app.evaluation.incremental import IncrementalResult
 from neeko_app.evaluation.scoring import Scores
 from neeko_app.storage import atomic_write_bytes, atomic_write_json, atomic_write_text
 
@@ -16,6 +19,15 @@ SUMMARY_COLUMNS = [
     ("distinct_1", "distinct-1"), ("distinct_2", "distinct-2"), ("looping", "looping"),
     ("mean_words", "words"), ("tokens_per_second", "tokens/s per reply"),
 ]
+
+
+@dataclass(frozen=True)
+class PerplexityMatrix:
+    """`values[i][j]`: perplexity of character i's held-out replies under block j."""
+
+    characters: list[str]
+    values: list[list[float]]
+    conversations: int  # held-out conversations per character
 
 
 def markdown_report(table: dict[str, dict[str, Scores]], title: str) -> str:
@@ -28,7 +40,7 @@ def markdown_report(table: dict[str, dict[str, Scores]], title: str) -> str:
         lines.append(f"| {system} | " + " | ".join(_cell(overall[key])
                                                   for key, _ in SUMMARY_COLUMNS) + " |")
     characters = sorted({c for scores in table.values() for c in scores if c != "overall"})
-    lines += ["", "Role identification per character", "",
+    lines += ["", "## Role identification per character", "",
               "| character | " + " | ".join(systems) + " |", "|---" * (len(systems) + 1) + "|"]
     for character in characters:
         cells = [_cell(table[s][character].role_identification) if character in table[s]
@@ -53,10 +65,97 @@ def role_plot(table: dict[str, dict[str, Scores]]) -> bytes:
     axes.set_ylim(0, 1)
     axes.set_ylabel("role identification")
     axes.legend()
-    figure.tight_layout()
-    buffer = BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    return buffer.getvalue()
+    return _png(figure)
+
+
+def perplexity_markdown(matrix: PerplexityMatrix) -> str:
+    """The matrix as a table, the row minimum starred."""
+    names = matrix.characters
+    lines = ["## Character separation", "",
+             f"Perplexity of each character's held-out replies ({matrix.conversations} "
+             "conversations each, rows) under each block (columns); * marks the row minimum",
+             "", "| data \\ block | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for name, row in zip(names, matrix.values, strict=True):
+        low = min(row)
+        lines.append(f"| {name} | " + " | ".join(f"{v:.2f}{'*' if v == low else ''}"
+                                                for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def perplexity_plot(matrix: PerplexityMatrix) -> bytes:
+    """PNG heatmap of the perplexity matrix, each row's minimum boxed."""
+    names, values = matrix.characters, matrix.values
+    figure = Figure(figsize=(0.9 * len(names) + 3, 0.75 * len(names) + 2))
+    axes = figure.subplots()
+    image = axes.imshow(values, cmap="viridis_r")
+    figure.colorbar(image, ax=axes, label="perplexity")
+    axes.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    axes.set_yticks(range(len(names)), names)
+    axes.set_xlabel("block")
+    axes.set_ylabel("held-out dialogues of")
+    for i, row in enumerate(values):
+        for j, value in enumerate(row):
+            axes.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=8,
+                      color="black" if value == min(row) else "white",
+                      fontweight="bold" if value == min(row) else "normal")
+        best = row.index(min(row))
+        axes.add_patch(Rectangle((best - 0.5, i - 0.5), 1, 1, fill=False, color="red", lw=2))
+    return _png(figure)
+
+
+def incremental_markdown(result: IncrementalResult) -> str:
+    """Before/after role identification of the pre-trained characters, the replay check,
+    and fusion vs. expansion for the added character."""
+    added = result.added
+    lines = [f"## Incremental learning: {added} added by expansion", "",
+             f"Role identification of the other characters' replies among themselves "
+             f"(before {added} existed) and with {added} among the candidates (after):", "",
+             "| character | before | after |", "|---|---|---|"]
+    lines += [f"| {c} | {_cell(b)} | {_cell(result.after[c])} |"
+              for c, b in result.before.items()]
+    lines += ["", f"Replies regenerated with {added}'s block removed: {result.identical} of "
+              f"{result.replayed} identical to the run's."]
+    if result.fusion and result.expansion:
+        lines += ["", f"{added} by fusion (the other blocks mixed by role similarity) vs. by "
+                  "its own expansion block:", "",
+                  "| | " + " | ".join(n for _, n in SUMMARY_COLUMNS) + " |",
+                  "|---" * (len(SUMMARY_COLUMNS) + 1) + "|"]
+        for label, scores in (("fusion", result.fusion), ("expansion", result.expansion)):
+            row = scores.to_dict()
+            lines.append(f"| {label} | " + " | ".join(_cell(row[key])
+                                                     for key, _ in SUMMARY_COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def incremental_plot(result: IncrementalResult) -> bytes:
+    """PNG: before/after role identification per pre-trained character, and fusion vs.
+    expansion for the added one."""
+    panels = 2 if result.fusion and result.expansion else 1
+    figure = Figure(figsize=(5 + 4 * panels, 4))
+    axes = figure.subplots(1, panels, squeeze=False)[0]
+    groups = list(result.before)
+    positions = range(len(groups))
+    axes[0].bar([i - 0.2 for i in positions], [result.before[g] for g in groups], 0.4,
+                label=f"before {result.added}")
+    axes[0].bar([i + 0.2 for i in positions], [result.after[g] for g in groups], 0.4,
+                label=f"after {result.added}")
+    axes[0].set_xticks(list(positions), groups, rotation=20)
+    axes[0].set_ylim(0, 1)
+    axes[0].set_ylabel("role identification")
+    axes[0].legend()
+    if panels == 2:
+        metrics = [("role_identification", "role-ID"), ("relevance", "relevance"),
+                   ("expectation_pass_rate", "expectations"), ("first_person", "first person")]
+        for k, (label, scores) in enumerate((("fusion", result.fusion),
+                                             ("expansion", result.expansion))):
+            row = scores.to_dict()
+            axes[1].bar([i + (k - 0.5) * 0.4 for i in range(len(metrics))],
+                        [row[key] or 0.0 for key, _ in metrics], 0.4, label=label)
+        axes[1].set_xticks(range(len(metrics)), [name for _, name in metrics])
+        axes[1].set_ylim(0, 1)
+        axes[1].set_title(result.added)
+        axes[1].legend()
+    return _png(figure)
 
 
 def judge_table(judged: dict[str, dict[str, float | int]]) -> str:
@@ -71,22 +170,39 @@ def judge_table(judged: dict[str, dict[str, float | int]]) -> str:
 
 
 def write_report(out_dir: Path, table: dict[str, dict[str, Scores]], title: str,
-                 meta: dict, judged: dict[str, dict[str, float | int]] | None = None
-                 ) -> list[Path]:
-    """results.json, report.md and role-identification.png in `out_dir`; the paths."""
+                 meta: dict, judged: dict[str, dict[str, float | int]] | None = None,
+                 perplexity: PerplexityMatrix | None = None,
+                 incremental: IncrementalResult | None = None) -> list[Path]:
+    """results.json, report.md and its PNG plots in `out_dir`; the paths written."""
     results = {"meta": meta, "scores": {system: {group: scores.to_dict()
                                                  for group, scores in groups.items()}
                                         for system, groups in table.items()},
-               "judge": judged}
-    paths = [out_dir / "results.json", out_dir / "report.md",
-             out_dir / "role-identification.png"]
-    atomic_write_json(paths[0], results)
-    judge_part = (f"\nLLM judge ({meta.get('judge')}), 1-7\n\n{judge_table(judged)}"
-                  if judged else "")
-    atomic_write_text(paths[1], markdown_report(table, title) + judge_part
-                      + "\n![role identification](role-identification.png)\n")
-    atomic_write_bytes(paths[2], role_plot(table))
-    return paths
+               "judge": judged,
+               "perplexity": vars(perplexity) if perplexity else None,
+               "incremental": incremental.to_dict() if incremental else None}
+    plots = {"role-identification.png": role_plot(table)}
+    text = markdown_report(table, title) + "\n![role identification](role-identification.png)\n"
+    if judged:
+        text += f"\n## LLM judge ({meta.get('judge')}), 1-7\n\n{judge_table(judged)}"
+    if perplexity:
+        plots["perplexity.png"] = perplexity_plot(perplexity)
+        text += "\n" + perplexity_markdown(perplexity) + "\n![perplexity](perplexity.png)\n"
+    if incremental:
+        plots["incremental.png"] = incremental_plot(incremental)
+        text += ("\n" + incremental_markdown(incremental)
+                 + "\n![incremental learning](incremental.png)\n")
+    atomic_write_json(out_dir / "results.json", results)
+    atomic_write_text(out_dir / "report.md", text)
+    for name, png in plots.items():
+        atomic_write_bytes(out_dir / name, png)
+    return [out_dir / "results.json", out_dir / "report.md", *(out_dir / n for n in plots)]
+
+
+def _png(figure: Figure) -> bytes:
+    figure.tight_layout()
+    buffer = BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
 
 
 def _cell(value: float | int | None) -> str:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -94,6 +94,26 @@ def parse_script(data: object) -> DialogueScript:
         name=name, description=str(data.get("description") or ""),
         characters=characters, era_terms=_strings(data.get("era_terms", []), "era_terms"),
         exchanges=tuple(_exchange(raw, number) for number, raw in enumerate(exchanges, 1)))
+
+
+def first_exchanges(script: DialogueScript, max_turns: int | None) -> DialogueScript:
+    """`script` cut to its first exchanges that together have at most `max_turns` turns
+    (always the first one; all of them when `max_turns` is None)."""
+    if max_turns is None:
+        return script
+    kept, turns = [], 0
+    for exchange in script.exchanges:
+        turns += len(exchange.turns)
+        if kept and turns > max_turns:
+            break
+        kept.append(exchange)
+    return replace(script, exchanges=tuple(kept))
+
+
+def without_character(script: DialogueScript, slug: str) -> DialogueScript | None:
+    """`script` with `slug` taken out of its characters; None when nobody is left."""
+    kept = tuple(c for c in script.characters if c != slug)
+    return replace(script, characters=kept) if kept else None
 
 
 def unmet_expectations(expect: Expectation, reply: str, era_terms: tuple[str, ...] = ()

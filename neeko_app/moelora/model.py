@@ -92,6 +92,16 @@ class NeekoModel(nn.Module):
         self.block_names = self.block_names[:count]
         self.keys = self.keys[:count]
 
+    def remove_block(self, name: str) -> None:
+        """Drop the block named `name`; the others keep their weights (their indices shift)."""
+        dropped = self.block_index(name)
+        keep = torch.tensor([i for i in range(self.num_blocks) if i != dropped])
+        for _, layer in self.lora_layers():
+            layer.set_blocks(layer.lora_A[keep.to(layer.lora_A.device)],
+                             layer.lora_BT[keep.to(layer.lora_BT.device)])
+        self.block_names = [n for n in self.block_names if n != name]
+        self.keys = self.keys[keep.to(self.keys.device)]
+
     # ---- gates --------------------------------------------------------------------------
 
     def gate_for(self, names: Sequence[str | None], path: GatePath = "sparse") -> Gate:

@@ -1,4 +1,5 @@
-"""The Gradio web app: a Chat tab and an Add-character tab over one `ChatEngine`."""
+"""The Gradio web app: Chat and Add-character tabs over one `ChatEngine`, and an Evaluate
+tab showing the reports `neeko eval` wrote."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from neeko_app.config import Settings
 from neeko_app.ui.avatars import SHIPPED_AVATARS
 from neeko_app.ui.cards import MAX_UPLOAD_BYTES
 from neeko_app.ui.chat_tab import ChatTab
+from neeko_app.ui.evaluate_tab import EvaluateTab
 from neeko_app.ui.wizard_tab import WizardTab
 
 log = logging.getLogger(__name__)
@@ -29,7 +31,8 @@ INTRO = ("# Neeko\nOne small language model plays every character: each owns a L
 
 
 def build_app(engine: ChatEngine, settings: Settings) -> gr.Blocks:
-    """The app's Blocks: a chat tab and the add-character wizard over `engine`."""
+    """The app's Blocks: a chat tab and the add-character wizard over `engine`, and the
+    evaluation reports."""
     folder = settings.app_dir
     with gr.Blocks(title="Neeko: role-play chat", analytics_enabled=False) as demo:
         gr.Markdown(INTRO)
@@ -38,8 +41,10 @@ def build_app(engine: ChatEngine, settings: Settings) -> gr.Blocks:
                 chat = ChatTab(engine, folder)
             with gr.Tab("Add character", id="add"):
                 WizardTab(engine, settings, folder, chat, tabs)
-        demo.load(lambda: (*chat.picker_values(), chat.saved_sessions()), None,
-                  [*chat.picker, chat.saved])
+            with gr.Tab("Evaluate", id="evaluate"):
+                evaluate = EvaluateTab(settings.reports_dir)
+        demo.load(lambda: (*chat.picker_values(), chat.saved_sessions(), evaluate.choices()),
+                  None, [*chat.picker, chat.saved, evaluate.picker])
     return demo
 
 
@@ -59,7 +64,8 @@ def launch(demo: gr.Blocks, settings: Settings, host: str, port: int,
         log.warning("serving on %s without --auth: anyone who can reach it may use it", host)
     demo.queue(default_concurrency_limit=concurrency)
     demo.launch(server_name=host, server_port=port, auth=auth, max_file_size=MAX_UPLOAD_BYTES,
-                allowed_paths=[str(SHIPPED_AVATARS), str(settings.app_dir / "avatars")],
+                allowed_paths=[str(SHIPPED_AVATARS), str(settings.app_dir / "avatars"),
+                               str(settings.reports_dir)],
                 theme=THEME, css=CSS, prevent_thread_lock=not block, ssr_mode=False,
                 footer_links=[], quiet=not block)
 
