@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from neeko_app.chat.reply import end_cleanly
 from neeko_app.cli import main
 from neeko_app.evaluation.runner import ReplyLog, run_scripts
 from neeko_app.evaluation.script import parse_script
@@ -79,7 +80,10 @@ def test_the_eval_command_writes_replies_results_report_and_plot(runtime, tmp_pa
     assert set(results["scores"]) == {"blocks", "profile-prompt"}
     assert set(results["scores"]["blocks"]) == {"overall", "ada", "newton"}
     assert results["scores"]["blocks"]["overall"]["replies"] == 4
-    assert len((out / "replies.jsonl").read_text().splitlines()) == 8
+    logged = [json.loads(x) for x in (out / "replies.jsonl").read_text().splitlines()]
+    assert len(logged) == 8
+    # 8 tokens cut every reply short: each is kept as the app keeps it, to a sentence end
+    assert all(end_cleanly(r["reply"]) == r["reply"] for r in logged if r["reply"])
     report = (out / "report.md").read_text()
     assert "| blocks |" in report and "| newton |" in report and "role-ID" in report
     assert (out / "role-identification.png").read_bytes().startswith(b"\x89PNG")

@@ -59,7 +59,7 @@ def run_eval_command(settings: Settings, args: argparse.Namespace) -> int:
     started = time.perf_counter()
     decoding = DecodingSettings(max_new_tokens=args.max_new_tokens, temperature=0.0)
     with evaluation_memory(args.systems, runtime.characters.values()) as memory, \
-            _reply_bar("replies") as progress:
+            _bar("replies") as progress:
         replies = run_scripts(runtime, scripts, args.systems, ReplyLog(out / "replies.jsonl"),
                               memory, decoding, args.batch_size, progress)
     evaluated = sorted({r.character for r in replies})  # those of earlier runs in --out too
@@ -90,9 +90,9 @@ def run_eval_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 @contextmanager
-def _reply_bar(description: str) -> Iterator[Callable[[int, int], None]]:
-    """A tqdm bar fed by the runner's (done, total) reports."""
-    with tqdm(desc=description, unit="reply") as bar:
+def _bar(description: str, unit: str = "reply") -> Iterator[Callable[[int, int], None]]:
+    """A tqdm bar fed by (done, total) reports."""
+    with tqdm(desc=description, unit=unit) as bar:
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
@@ -108,13 +108,11 @@ def _perplexity(runtime: Runtime, evaluated: list[str], conversations: int,
              and (runtime.character(s).folder / "heldout.jsonl").is_file()]
     if conversations == 0 or len(slugs) < 2:
         return None
-    with tqdm(desc="perplexity", unit="batch") as bar:
-        def progress(_stage: str, done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
-        report = run_heldout_evaluation(runtime, slugs, HeldoutOptions(
-            limit=conversations, batch_size=batch_size, systems=()), progress)
+    with _bar("perplexity", "batch") as update:
+        report = run_heldout_evaluation(
+            runtime, slugs, HeldoutOptions(limit=conversations, batch_size=batch_size,
+                                           systems=()),
+            lambda _stage, done, total: update(done, total))
     return PerplexityMatrix(slugs, report.perplexity, conversations)
 
 
@@ -124,7 +122,7 @@ def _incremental(runtime: Runtime, scripts: list, replies: list[ScriptedReply],
     """Before/after adding `args.incremental`: a sample of the other characters' replies
     regenerated with its block removed (the runtime is not used afterwards)."""
     runtime.model.remove_block(args.incremental)
-    with _reply_bar(f"replies without {args.incremental}") as progress:
+    with _bar(f"replies without {args.incremental}") as progress:
         replayed = run_scripts(runtime, replay_scripts(scripts, args.incremental), ["blocks"],
                                ReplyLog(out / "replies-before.jsonl"), None, decoding,
                                args.batch_size, progress)
