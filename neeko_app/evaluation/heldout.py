@@ -20,6 +20,7 @@ from neeko_app.chat.scheduler import BatchScheduler
 from neeko_app.evaluation import HELDOUT_SYSTEMS
 from neeko_app.evaluation.overlap import COPY_WORDS, longest_shared_run
 from neeko_app.evaluation.perplexity import diagonal_is_row_minimum, perplexity_matrix
+from neeko_app.evaluation.report import PerplexityMatrix, perplexity_markdown
 from neeko_app.evaluation.role_identification import identify, profile_embedding
 from neeko_app.evaluation.systems import system_request
 from neeko_app.evaluation.voice import speaks_in_first_person
@@ -172,15 +173,7 @@ def format_report(report: HeldoutReport) -> str:
     lines = []
     names = report.characters
     if report.perplexity:
-        lines += ["Perplexity of each character's held-out replies (rows) under each block "
-                  "(columns); * marks the row minimum", "",
-                  "| data \\ block | " + " | ".join(names) + " |",
-                  "|---" * (len(names) + 1) + "|"]
-        for name, row in zip(names, report.perplexity, strict=True):
-            low = min(row)
-            cells = [f"{v:.2f}{'*' if v == low else ''}" for v in row]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines.append(perplexity_markdown(PerplexityMatrix(names, report.perplexity)))
     systems = sorted({a.system for a in report.answers})
     if systems:
         lines += ["Role identification accuracy (reply nearest its own profile)", "",

@@ -18,7 +18,7 @@ from neeko_app.evaluation.runner import ScriptedReply
 from neeko_app.evaluation.scoring import Scores, score
 from neeko_app.evaluation.script import DialogueScript, first_exchanges, without_character
 
-REPLAYED_TURNS = 8  # per script and character: the sample regenerated without the block
+REPLAYED_TURNS = 4  # per script and character: the sample regenerated without the block
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ class PerplexityMatrix:
 
     characters: list[str]
     values: list[list[float]]
-    conversations: int  # held-out conversations per character
+    conversations: int | None = None  # held-out conversations per character (None: all)
 
 
 def markdown_report(table: dict[str, dict[str, Scores]], title: str) -> str:
@@ -71,9 +71,10 @@ def role_plot(table: dict[str, dict[str, Scores]]) -> bytes:
 def perplexity_markdown(matrix: PerplexityMatrix) -> str:
     """The matrix as a table, the row minimum starred."""
     names = matrix.characters
+    sets = f"{matrix.conversations} conversations each" if matrix.conversations else "all"
     lines = ["## Character separation", "",
-             f"Perplexity of each character's held-out replies ({matrix.conversations} "
-             "conversations each, rows) under each block (columns); * marks the row minimum",
+             f"Perplexity of each character's held-out replies ({sets}, rows) under each "
+             "block (columns); * marks the row minimum",
              "", "| data \\ block | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for name, row in zip(names, matrix.values, strict=True):
         low = min(row)
