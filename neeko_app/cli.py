@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="folder for replies.jsonl (resumed), results.json, report.md and "
                                "plots (default: reports/latest, which the Evaluate tab shows)")
     scripted.add_argument("--batch-size", type=_positive_int, default=16)
+    scripted.add_argument("--characters", nargs="+", metavar="CHARACTER",
+                          help="put the scripts to these characters only (default: every "
+                               "character each script names)")
     scripted.add_argument("--limit", type=_positive_int,
                           help="only the first exchanges of each script, at most N turns per "
                                "character (default: all)")

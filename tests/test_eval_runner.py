@@ -144,3 +144,18 @@ def test_incremental_needs_the_characters_own_block_and_the_blocks_system(runtim
              "--cache-dir", str(settings.cache_dir)]
     assert main(["eval", "robustness", *flags, "--incremental", "nobody"]) == 2
     assert "--incremental nobody needs that character's own block" in capsys.readouterr().err
+
+
+def test_the_scripts_can_be_put_to_some_characters_only(runtime, tmp_path, capsys):
+    script = tmp_path / "tiny.yaml"
+    script.write_text(json.dumps({"name": "tiny", "characters": ["ada", "newton"],
+                                  "exchanges": [{"ask": "Where were you born?"}]}))
+    settings = runtime.settings
+    flags = [str(script), "--base-model", "tiny", "--characters-dir",
+             str(settings.characters_dir), "--cache-dir", str(settings.cache_dir),
+             "--systems", "blocks", "--max-new-tokens", "4", "--out", str(tmp_path / "out")]
+    assert main(["eval", *flags, "--characters", "newton"]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert set(results["scores"]["blocks"]) == {"overall", "newton"}
+    assert main(["eval", *flags, "--characters", "nobody"]) == 2
+    assert "no script puts questions to nobody" in capsys.readouterr().err

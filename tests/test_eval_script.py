@@ -16,6 +16,7 @@ from neeko_app.evaluation.script import (
     ScriptError,
     first_exchanges,
     load_script,
+    only_characters,
     parse_script,
     unmet_expectations,
     without_character,
@@ -131,3 +132,5 @@ def test_a_script_cut_to_its_first_exchanges_and_without_a_character():
     assert len(first_exchanges(script, 0).exchanges) == 1  # never empty
     assert without_character(script, "newton").characters == ("beethoven",)
     assert without_character(without_character(script, "newton"), "beethoven") is None
+    assert only_characters(script, {"newton", "caesar"}).characters == ("newton",)
+    assert only_characters(script, ["caesar"]) is None

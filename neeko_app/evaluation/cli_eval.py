@@ -23,7 +23,12 @@ from neeko_app.evaluation.report import PerplexityMatrix, write_report
 from neeko_app.evaluation.role_identification import profile_embedding
 from neeko_app.evaluation.runner import ReplyLog, ScriptedReply, run_scripts
 from neeko_app.evaluation.scoring import Scores, score
-from neeko_app.evaluation.script import SHIPPED_SCRIPTS, first_exchanges, load_script
+from neeko_app.evaluation.script import (
+    SHIPPED_SCRIPTS,
+    first_exchanges,
+    load_script,
+    only_characters,
+)
 from neeko_app.evaluation.systems import evaluation_memory
 from neeko_app.runtime import Runtime, load_runtime
 from neeko_app.training.baselines import load_lora_mix
@@ -48,6 +53,10 @@ def run_eval_command(settings: Settings, args: argparse.Namespace) -> int:
     """Run, score and report; a re-run with the same --out resumes the replies log."""
     scripts = [first_exchanges(load_script(path), args.limit)
                for path in script_paths(args.scripts)]
+    if args.characters:
+        scripts = [s for s in (only_characters(s, args.characters) for s in scripts) if s]
+        if not scripts:
+            raise ValueError(f"no script puts questions to {', '.join(args.characters)}")
     runtime = load_runtime(settings)
     if "lora-mix" in args.systems:
         load_lora_mix(runtime.model, settings)
@@ -77,7 +86,8 @@ def run_eval_command(settings: Settings, args: argparse.Namespace) -> int:
             judged = judge_replies(judge, runtime.characters, replies)
         finally:
             judge.close()
-    meta = {"scripts": [s.name for s in scripts], "systems": list(args.systems),
+    meta = {"scripts": sorted({r.script for r in replies}),
+            "systems": list(dict.fromkeys(r.system for r in replies)),
             "base_model": runtime.base.model_id, "max_new_tokens": args.max_new_tokens,
             "turns_per_script": args.limit,
             "judge": args.judge_model if args.judge_url else None,

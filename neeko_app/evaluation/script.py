@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -112,7 +113,12 @@ def first_exchanges(script: DialogueScript, max_turns: int | None) -> DialogueSc
 
 def without_character(script: DialogueScript, slug: str) -> DialogueScript | None:
     """`script` with `slug` taken out of its characters; None when nobody is left."""
-    kept = tuple(c for c in script.characters if c != slug)
+    return only_characters(script, [c for c in script.characters if c != slug])
+
+
+def only_characters(script: DialogueScript, slugs: Collection[str]) -> DialogueScript | None:
+    """`script` put only to those of its characters in `slugs`; None when none is."""
+    kept = tuple(c for c in script.characters if c in slugs)
     return replace(script, characters=kept) if kept else None
 
 
