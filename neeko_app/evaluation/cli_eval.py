@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.config import Settings
+from neeko_app.evaluation.cli_heldout import StageBars
 from neeko_app.evaluation.heldout import HeldoutOptions, run_heldout_evaluation
 from neeko_app.evaluation.incremental import (
     IncrementalResult,
@@ -100,9 +101,9 @@ def run_eval_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 @contextmanager
-def _bar(description: str, unit: str = "reply") -> Iterator[Callable[[int, int], None]]:
-    """A tqdm bar fed by (done, total) reports."""
-    with tqdm(desc=description, unit=unit) as bar:
+def _bar(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A tqdm bar fed by the runner's (done, total) reports."""
+    with tqdm(desc=description, unit="reply") as bar:
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
@@ -118,11 +119,12 @@ def _perplexity(runtime: Runtime, evaluated: list[str], conversations: int,
              and (runtime.character(s).folder / "heldout.jsonl").is_file()]
     if conversations == 0 or len(slugs) < 2:
         return None
-    with _bar("perplexity", "batch") as update:
-        report = run_heldout_evaluation(
-            runtime, slugs, HeldoutOptions(limit=conversations, batch_size=batch_size,
-                                           systems=()),
-            lambda _stage, done, total: update(done, total))
+    bars = StageBars()
+    try:
+        report = run_heldout_evaluation(runtime, slugs, HeldoutOptions(
+            limit=conversations, batch_size=batch_size, systems=()), bars)
+    finally:
+        bars.close()
     return PerplexityMatrix(slugs, report.perplexity, conversations)
 
 

@@ -95,11 +95,11 @@ def perplexity_plot(matrix: PerplexityMatrix) -> bytes:
     axes.set_xlabel("block")
     axes.set_ylabel("held-out dialogues of")
     for i, row in enumerate(values):
+        best = row.index(min(row))
         for j, value in enumerate(row):
             axes.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=8,
-                      color="black" if value == min(row) else "white",
-                      fontweight="bold" if value == min(row) else "normal")
-        best = row.index(min(row))
+                      color="black" if j == best else "white",
+                      fontweight="bold" if j == best else "normal")
         axes.add_patch(Rectangle((best - 0.5, i - 0.5), 1, 1, fill=False, color="red", lw=2))
     return _png(figure)
 

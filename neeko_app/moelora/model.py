@@ -87,20 +87,20 @@ class NeekoModel(nn.Module):
 
     def truncate_blocks(self, count: int) -> None:
         """Keep only the first `count` blocks (undo an `add_blocks` whose training failed)."""
-        for _, layer in self.lora_layers():
-            layer.set_blocks(layer.lora_A[:count], layer.lora_BT[:count])
-        self.block_names = self.block_names[:count]
-        self.keys = self.keys[:count]
+        self._keep_blocks(slice(0, count), self.block_names[:count])
 
     def remove_block(self, name: str) -> None:
         """Drop the block named `name`; the others keep their weights (their indices shift)."""
         dropped = self.block_index(name)
-        keep = torch.tensor([i for i in range(self.num_blocks) if i != dropped])
+        kept = [i for i in range(self.num_blocks) if i != dropped]
+        self._keep_blocks(torch.tensor(kept), [self.block_names[i] for i in kept])
+
+    def _keep_blocks(self, index: slice | torch.Tensor, names: list[str]) -> None:
+        """Keep the blocks `index` selects (a slice keeps views), named `names`."""
         for _, layer in self.lora_layers():
-            layer.set_blocks(layer.lora_A[keep.to(layer.lora_A.device)],
-                             layer.lora_BT[keep.to(layer.lora_BT.device)])
-        self.block_names = [n for n in self.block_names if n != name]
-        self.keys = self.keys[keep.to(self.keys.device)]
+            layer.set_blocks(layer.lora_A[index], layer.lora_BT[index])
+        self.block_names = names
+        self.keys = self.keys[index]
 
     # ---- gates --------------------------------------------------------------------------
 
