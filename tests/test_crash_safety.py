@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neeko_app.chat.reply import end_cleanly
+from neeko_app.chat.reply import kept_text
 from neeko_app.chat.session import SessionStore
 from neeko_app.config import Settings
 from neeko_app.runtime import load_runtime
@@ -249,11 +249,6 @@ def start_api(settings: Settings, port: int, log: Path) -> Child:
     return server
 
 
-def kept_text(content: str, reason: str) -> str:
-    """What memory keeps of a reply the API returned (cut-off replies end at a sentence)."""
-    return (end_cleanly(content) if reason == "length" else content).strip()
-
-
 def test_kill_of_the_api_server_mid_stream_keeps_the_acknowledged_memory(tmp_path):
     settings = make_library(tmp_path)
     port, log, session = free_port(), tmp_path / "api.log", "api-session"
@@ -271,7 +266,7 @@ def test_kill_of_the_api_server_mid_stream_keeps_the_acknowledged_memory(tmp_pat
             assert content.strip(), "an empty reply is not remembered: pick another seed"
             messages.append({"role": "assistant", "content": content})
             remembered.append((number + 1, f"message {number}",
-                               kept_text(content, choice["finish_reason"])))
+                               kept_text(content, choice["finish_reason"]).strip()))
         body = {"model": "baker", "stream": True, "max_tokens": 500, "temperature": 0,
                 "messages": [*messages, {"role": "user", "content": "tell me everything"}]}
         with urllib.request.urlopen(post(url, body, session), timeout=60) as response:
@@ -303,7 +298,7 @@ def test_kill_of_the_api_server_mid_stream_keeps_the_acknowledged_memory(tmp_pat
     content = "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-1])
     assert content.strip(), "an empty reply is not remembered: pick another seed"
     remembered.append((4, "tell me everything", kept_text(content, events[-2]["choices"][0]
-                                                    ["finish_reason"])))
+                                                    ["finish_reason"]).strip()))
 
     exchanges, _ = Child(read_memory, settings.memory_dir, session, "message 1").result()
     assert exchanges == remembered

@@ -11,6 +11,7 @@ import torch
 
 from neeko_app.characters.registry import discover_characters
 from neeko_app.chat.prompt import character_header
+from neeko_app.chat.reply import end_cleanly
 from neeko_app.cli import main
 from neeko_app.config import Settings
 from neeko_app.evaluation.heldout import (
@@ -169,3 +170,5 @@ def test_cli_writes_the_report(trained_settings, tmp_path, capsys):
     assert set(report["first_person_rate"]) == set(report["role_identification"])
     with_memory = [a for a in report["answers"] if a["system"] == "blocks+memory"]
     assert all(a["copied_words"] >= 0 for a in with_memory)
+    # 8 tokens cut every reply short: each is scored as the app keeps it, to a sentence end
+    assert all(end_cleanly(a["reply"]) == a["reply"] for a in report["answers"] if a["reply"])

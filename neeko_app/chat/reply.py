@@ -27,6 +27,12 @@ def end_cleanly(text: str) -> str:
     return f"{text}…" if text else text
 
 
+def kept_text(text: str, finish_reason: str | None) -> str:
+    """The text a conversation keeps of a reply: ended at a full sentence when the length
+    cap cut it off, else as generated."""
+    return end_cleanly(text) if finish_reason == "length" else text
+
+
 class Reply:
     """Iterate for the text as it is generated; then `text`, `finish_reason` and the token
     counts describe it, and `context` tells what memory contributed to the prompt.
@@ -58,7 +64,7 @@ class Reply:
     def finished_text(self) -> str:
         """The text kept in the conversation: ended at a full sentence when the length cap
         cut it off."""
-        return end_cleanly(self.text) if self.finish_reason == "length" else self.text
+        return kept_text(self.text, self.finish_reason)
 
     @property
     def finish_reason(self) -> str | None:

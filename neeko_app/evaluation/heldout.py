@@ -16,6 +16,7 @@ import torch
 
 from neeko_app.characters.card import Character
 from neeko_app.chat.generation import DecodingSettings
+from neeko_app.chat.reply import kept_text
 from neeko_app.chat.scheduler import BatchScheduler
 from neeko_app.evaluation import HELDOUT_SYSTEMS
 from neeko_app.evaluation.overlap import COPY_WORDS, longest_shared_run
@@ -119,7 +120,7 @@ def _answer_all(runtime: Runtime, heldout: dict[Character, list[Conversation]],
     try:
         replies = []
         for stream in scheduler.submit_many(requests):
-            replies.append("".join(stream).strip())
+            replies.append(kept_text("".join(stream).strip(), stream.finish_reason))
             progress(f"replies ({system})", len(replies), len(rows))
     finally:
         scheduler.close()

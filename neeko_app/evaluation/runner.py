@@ -15,7 +15,7 @@ from pathlib import Path
 
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.prompt import Turn
-from neeko_app.chat.reply import end_cleanly
+from neeko_app.chat.reply import kept_text
 from neeko_app.chat.scheduler import BatchScheduler
 from neeko_app.evaluation.script import DialogueScript, unmet_expectations
 from neeko_app.evaluation.systems import system_request
@@ -144,9 +144,7 @@ def _answer(runtime: Runtime, scheduler: BatchScheduler, system: str,
     streams = scheduler.submit_many(requests)
     replies = []
     for thread, stream in zip(threads, streams, strict=True):
-        text = "".join(stream).strip()
-        if stream.finish_reason == "length":  # as the app keeps it: up to a full sentence
-            text = end_cleanly(text)
+        text = kept_text("".join(stream).strip(), stream.finish_reason)  # as the app keeps it
         script, exchange = thread.script, thread.script.exchanges[thread.exchange]
         expect = exchange.turns[turn].expect
         replies.append(ScriptedReply(
