@@ -29,6 +29,7 @@ from neeko_app.training.trainer import (
     TrainingCancelled,
     TrainingConfig,
     discard_checkpoint,
+    mean_reply_loss,
     run_training,
 )
 from neeko_app.training.workflows import TrainingJob, add_character, pretrain
@@ -117,6 +118,37 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     discard_checkpoint(tmp_path / "ckpt")
     assert not (tmp_path / "ckpt").exists()
 
+
+def test_heldout_loss_is_reported_each_epoch_and_changes_nothing_trained():
+    plain, watched = make_tiny_neeko(), make_tiny_neeko()
+    examples = tiny_examples(plain)
+    heldout = [e for e in tiny_examples(plain, n=9) if e not in examples]
+    run_training(plain, examples, ["char0", "char1"], FAST, pad_id=0)
+    reports: list = []
+    run_training(watched, examples, ["char0", "char1"], FAST, 0, on_progress=reports.append,
+                 heldout=heldout)
+    for name in ("char0", "char1"):
+        for a, b in zip(block_weights(plain, name), block_weights(watched, name), strict=True):
+            assert torch.equal(a, b), "measuring the held-out loss changed the training"
+    per_epoch = len(reports) // FAST.epochs
+    measured = [(r.step, r.heldout_loss) for r in reports if r.heldout_loss is not None]
+    assert [step for step, _ in measured] == [per_epoch * k for k in range(1, FAST.epochs + 1)]
+    # the last one is the loss of the finished blocks, and it differs from the first
+    assert measured[-1][1] == pytest.approx(mean_reply_loss(watched, heldout, 0), rel=1e-5)
+    assert measured[0][1] != pytest.approx(measured[-1][1])
+
+
+def test_train_command_prints_the_heldout_loss_per_epoch(library, capsys):
+    for slug in ("baker", "sailor"):
+        folder = library.characters_dir / slug
+        (folder / "heldout.jsonl").write_text((folder / "dialogues.jsonl").read_text())
+    code = main(["train", "baker", "sailor", "--base-model", "tiny", "--device", "cpu",
+                 "--characters-dir", str(library.characters_dir), "--cache-dir",
+                 str(library.cache_dir), "--epochs", "2", "--batch-size", "4"])
+    assert code == 0
+    printed = capsys.readouterr()
+    lines = [x for x in (printed.out + printed.err).splitlines() if "held-out loss" in x]
+    assert [x.split(":")[0].strip() for x in lines] == ["epoch 1", "epoch 2"]
 
 @pytest.fixture
 def library(tmp_path) -> Settings:

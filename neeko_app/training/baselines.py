@@ -17,7 +17,7 @@ from neeko_app.model import load_base_model
 from neeko_app.moelora import MoeLoraConfig, NeekoModel
 from neeko_app.moelora.persistence import load_block, save_block
 from neeko_app.training.trainer import discard_checkpoint, run_training
-from neeko_app.training.workflows import TrainingJob, examples_for
+from neeko_app.training.workflows import TrainingJob, examples_for, heldout_examples_for
 
 
 def mix_block_path(settings: Settings) -> Path:
@@ -35,12 +35,15 @@ def train_lora_mix(settings: Settings, slugs: Sequence[str], job: TrainingJob | 
     model = NeekoModel(base.model, lora or MoeLoraConfig()).to(base.device)
     # a zero key: similarity 0 to every role, so fusion gates never pick this block
     model.add_blocks([MIX_BLOCK], torch.zeros(1, model.keys.shape[1]), seed=job.config.seed)
+    tokenizer, max_tokens = base.tokenizer, job.config.max_tokens
     examples = [replace(e, block=MIX_BLOCK)
-                for e in examples_for(characters, base.tokenizer, job.config.max_tokens)]
+                for e in examples_for(characters, tokenizer, max_tokens)]
+    heldout = [replace(e, block=MIX_BLOCK)
+               for e in heldout_examples_for(characters, tokenizer, max_tokens)]
     checkpoint = settings.cache_dir / "checkpoints" / ("lora-mix-" + "-".join(sorted(slugs)))
     losses = run_training(model, examples, [MIX_BLOCK], job.config,
                           base.tokenizer.pad_token_id, checkpoint, job.on_progress,
-                          job.should_stop)
+                          job.should_stop, heldout)
     save_block(model, MIX_BLOCK, mix_block_path(settings), base.model_id)
     discard_checkpoint(checkpoint)
     return losses

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from tqdm import tqdm
@@ -26,6 +27,9 @@ class ProgressBar:
                             desc=self.description, unit="step")
         self.bar.update(progress.step - self.bar.n)
         self.bar.set_postfix(epoch=progress.epoch, loss=f"{progress.loss:.3f}")
+        if progress.heldout_loss is not None:
+            self.bar.write(f"epoch {progress.epoch}: held-out loss {progress.heldout_loss:.3f} "
+                           f"(perplexity {math.exp(progress.heldout_loss):.1f})")
 
     def close(self) -> None:
         if self.bar is not None:

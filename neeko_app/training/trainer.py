@@ -10,12 +10,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
 from safetensors import safe_open
 
 from neeko_app.moelora import NeekoModel
 from neeko_app.storage import atomic_save_tensors, load_tensors
-from neeko_app.training.data import Example, batches_from, batches_per_epoch
-from neeko_app.training.loop import BlockTrainer, block_training
+from neeko_app.training.data import Example, batches_from, batches_per_epoch, collate
+from neeko_app.training.loop import BlockTrainer, block_training, labelled_token_losses
 
 CHECKPOINT_FILE = "checkpoint.safetensors"  # weights, optimiser and step in one atomic file
 
@@ -42,6 +43,7 @@ class Progress:
     epoch: int
     loss: float
     seconds: float
+    heldout_loss: float | None = None  # at the end of each epoch, when held-out dialogues exist
 
     @property
     def eta_seconds(self) -> float:
@@ -73,9 +75,14 @@ def run_training(
     checkpoint_dir: Path | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    heldout: Sequence[Example] = (),
 ) -> list[float]:
     """Train `trainable` blocks on `examples`; resumes from `checkpoint_dir` when it holds
     a checkpoint of the same run. Returns the losses of the steps run in this call.
+
+    With `heldout` examples, every epoch's last progress report carries their loss under
+    the blocks trained so far, so overfitting shows while the run goes on; it changes
+    nothing that is trained.
 
     Cancelled (`should_stop`) or interrupted runs leave every block unchanged; the last
     checkpoint stays on disk for a resume. A finished run checkpoints its last step too: the
@@ -98,11 +105,31 @@ def run_training(
                 losses.append(trainer.step(batch))
                 step += 1
                 if on_progress:
-                    on_progress(Progress(step, total, epoch + 1, losses[-1],
-                                         time.monotonic() - started))
+                    at_epoch_end = bool(heldout) and step % per_epoch == 0
+                    on_progress(Progress(
+                        step, total, epoch + 1, losses[-1], time.monotonic() - started,
+                        mean_reply_loss(model, heldout, pad_id) if at_epoch_end else None))
                 if checkpoint_dir and (step % config.checkpoint_every == 0 or step == total):
                     _save_checkpoint(trainer, checkpoint_dir, fingerprint, step)
     return losses
+
+
+@torch.no_grad()
+def mean_reply_loss(model: NeekoModel, examples: Sequence[Example], pad_id: int,
+                    batch_size: int = 8) -> float:
+    """Token-weighted mean loss on the characters' words of `examples`, each through its
+    own block (the trained copies while a run is in progress), with dropout off."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for first in range(0, len(examples), batch_size):
+            batch = collate(examples[first:first + batch_size], pad_id)
+            losses, _ = labelled_token_losses(model, batch, model.gate_for(batch.blocks))
+            total, count = total + losses.sum().item(), count + losses.numel()
+    finally:
+        model.train(was_training)
+    return total / max(count, 1)
 
 
 def discard_checkpoint(checkpoint_dir: Path) -> None:

@@ -41,6 +41,7 @@ from neeko_app.training.trainer import (
 )
 
 ProgressCallback = Callable[[Progress], None]
+HELDOUT_FILE = "heldout.jsonl"
 
 
 @dataclass(frozen=True)
@@ -57,16 +58,25 @@ def save_role(character: Character, role: torch.Tensor) -> None:
     atomic_save_tensors(character.role_path, {"role": role})
 
 
-def examples_for(characters: Sequence[Character], tokenizer, max_tokens: int) -> list[Example]:
-    """The tokenized training dialogues of `characters`, each routed to its own block."""
+def examples_for(characters: Sequence[Character], tokenizer, max_tokens: int,
+                 file: str = "dialogues.jsonl") -> list[Example]:
+    """The tokenized dialogues in `file` of `characters`, each routed to its own block."""
     examples = []
     for character in characters:
         try:
-            conversations = load_dialogues(character.folder / "dialogues.jsonl")
+            conversations = load_dialogues(character.folder / file)
         except DialogueError as err:
             raise CharacterError(f"{character.slug}: {err}") from None
         examples += character_examples(character, conversations, tokenizer, max_tokens)
     return examples
+
+
+def heldout_examples_for(characters: Sequence[Character], tokenizer,
+                         max_tokens: int) -> list[Example]:
+    """The held-out dialogues of those `characters` that have a held-out set (a character
+    made in the wizard may not): their loss is reported after every epoch."""
+    with_heldout = [c for c in characters if (c.folder / HELDOUT_FILE).is_file()]
+    return examples_for(with_heldout, tokenizer, max_tokens, HELDOUT_FILE)
 
 
 def pretrain(settings: Settings, slugs: Sequence[str], job: TrainingJob = TrainingJob(),
@@ -80,9 +90,10 @@ def pretrain(settings: Settings, slugs: Sequence[str], job: TrainingJob = Traini
     roles = [role_embedding(c.profile_text()) for c in characters]
     model.add_blocks([c.slug for c in characters], torch.stack(roles), seed=job.config.seed)
     examples = examples_for(characters, base.tokenizer, job.config.max_tokens)
+    heldout = heldout_examples_for(characters, base.tokenizer, job.config.max_tokens)
     checkpoint = settings.cache_dir / "checkpoints" / ("pretrain-" + "-".join(sorted(slugs)))
     losses = run_training(model, examples, list(slugs), job.config, base.tokenizer.pad_token_id,
-                          checkpoint, job.on_progress, job.should_stop)
+                          checkpoint, job.on_progress, job.should_stop, heldout)
     for character, role in zip(characters, roles, strict=True):
         save_role(character, role)
         save_block(model, character.slug, character.block_path, base.model_id)
@@ -204,9 +215,10 @@ def _expand(settings: Settings, character: Character, role: torch.Tensor, job: T
     """Append a block for `character` (unless it has one), train it alone and save it."""
     model, tokenizer = runtime.model, runtime.base.tokenizer
     examples = examples_for([character], tokenizer, job.config.max_tokens)
+    heldout = heldout_examples_for([character], tokenizer, job.config.max_tokens)
     if character.slug not in model.block_names:
         model.add_blocks([character.slug], torch.stack([role]), seed=job.config.seed)
     run_training(model, examples, [character.slug], job.config, tokenizer.pad_token_id,
                  _expansion_checkpoint(settings, character.slug), job.on_progress,
-                 job.should_stop)
+                 job.should_stop, heldout)
     save_block(model, character.slug, character.block_path, runtime.base.model_id)
