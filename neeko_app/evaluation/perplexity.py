@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import torch
 
 from neeko_app.moelora import NeekoModel
-from neeko_app.training.data import Example, collate
-from neeko_app.training.loop import labelled_token_losses
+from neeko_app.training.data import Example
+from neeko_app.training.trainer import mean_reply_loss
 
 
-@torch.no_grad()
 def perplexity_matrix(
     model: NeekoModel,
     examples: dict[str, Sequence[Example]],
@@ -27,18 +27,10 @@ def perplexity_matrix(
     """
     matrix = torch.zeros(len(examples), len(blocks))
     for i, character_examples in enumerate(examples.values()):
-        batches = [collate(character_examples[k:k + batch_size], pad_id)
-                   for k in range(0, len(character_examples), batch_size)]
         for j, block in enumerate(blocks):
-            total, count = 0.0, 0
-            for batch in batches:
-                gate = model.gate_for([block] * len(batch.blocks))
-                losses, _ = labelled_token_losses(model, batch, gate)
-                total += losses.sum().item()
-                count += losses.numel()
-                if on_batch:
-                    on_batch()
-            matrix[i, j] = torch.tensor(total / count).exp()
+            routed = [replace(e, block=block) for e in character_examples]
+            loss = mean_reply_loss(model, routed, pad_id, batch_size, on_batch)
+            matrix[i, j] = torch.tensor(loss).exp()
     return matrix
 
 

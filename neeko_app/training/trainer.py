@@ -116,9 +116,10 @@ def run_training(
 
 @torch.no_grad()
 def mean_reply_loss(model: NeekoModel, examples: Sequence[Example], pad_id: int,
-                    batch_size: int = 8) -> float:
+                    batch_size: int = 8, on_batch: Callable[[], None] | None = None) -> float:
     """Token-weighted mean loss on the characters' words of `examples`, each through its
-    own block (the trained copies while a run is in progress), with dropout off."""
+    own block (the trained copies while a run is in progress), with dropout off;
+    `on_batch` is called after each batch."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
@@ -127,6 +128,8 @@ def mean_reply_loss(model: NeekoModel, examples: Sequence[Example], pad_id: int,
             batch = collate(examples[first:first + batch_size], pad_id)
             losses, _ = labelled_token_losses(model, batch, model.gate_for(batch.blocks))
             total, count = total + losses.sum().item(), count + losses.numel()
+            if on_batch:
+                on_batch()
     finally:
         model.train(was_training)
     return total / max(count, 1)
