@@ -303,6 +303,7 @@ def test_a_cancelled_training_adds_nothing(page, app, tmp_path):
     page.locator("#add").click()
     expect(page.locator("#add-status")).to_contain_text("/2000 · epoch 1 · loss")
     page.locator("#cancel").click()
+    expect(page.get_by_text("Cancelling after the current step")).to_be_visible()  # a toast
     expect(page.locator("#add-status")).to_contain_text("Training cancelled. Nothing was added.")
     assert engine.runtime.model.block_names == blocks_before
     assert not (engine.runtime.settings.characters_dir / "hipparchus").exists()

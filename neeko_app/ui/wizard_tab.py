@@ -108,7 +108,7 @@ class WizardTab:
                               self.epochs, self.batch_size},
                   [self.status, self.added, chat_now, *chat.picker],
                   concurrency_limit=1, concurrency_id="add-character")
-        cancel.click(self._cancel_training, None, self.status)
+        cancel.click(self._cancel_training)
         chat_now.click(lambda slug: (*chat.open([slug]), gr.Tabs(selected="chat")),
                        self.added, [*chat.view, tabs])
 
@@ -171,10 +171,14 @@ class WizardTab:
                 character.slug, gr.Button(f"Chat with {character.name}", visible=True),
                 *self.chat.picker_values())
 
-    def _cancel_training(self, request: gr.Request) -> str | gr.Markdown:
+    def _cancel_training(self, request: gr.Request) -> None:
+        """Ask this session's training to stop after its current step.
+
+        The answer is a toast, never the status box: the training's own last word ("Training
+        cancelled") may reach the page first, and must not be overwritten by this one."""
         stop = self._cancel.get(request.session_hash)
         if stop is None:
             gr.Info("No training is running.")
-            return gr.skip()
+            return
         stop.set()
-        return "Cancelling after the current step…"
+        gr.Info("Cancelling after the current step…")
