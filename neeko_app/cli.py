@@ -9,8 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from neeko_app.config import BACKENDS, Settings
-from neeko_app.evaluation import ALL_SYSTEMS
-from neeko_app.evaluation import HELDOUT_SYSTEMS as SYSTEMS
+from neeko_app.evaluation import ALL_SYSTEMS, DEFAULT_SYSTEMS, HELDOUT_SYSTEMS
 from neeko_app.training.trainer import TrainingConfig
 
 
@@ -141,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     heldout.add_argument("--limit", type=_positive_int, help="held-out conversations per character")
     heldout.add_argument("--batch-size", type=_positive_int, default=8)
     heldout.add_argument("--max-new-tokens", type=_positive_int, default=64)
-    heldout.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
+    heldout.add_argument("--systems", nargs="+", choices=HELDOUT_SYSTEMS,
+                         default=list(DEFAULT_SYSTEMS))
     heldout.add_argument("--no-perplexity", action="store_true")
     heldout.add_argument("--out", help="write the full report (every reply) as JSON here")
     _add_model_flags(heldout)
@@ -150,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
         "eval", help="run dialogue scripts (interviews, memory, robustness) and report")
     scripted.add_argument("scripts", nargs="*",
                           help="script names or .yaml paths (default: every shipped script)")
-    scripted.add_argument("--systems", nargs="+", choices=ALL_SYSTEMS, default=list(SYSTEMS))
+    scripted.add_argument("--systems", nargs="+", choices=ALL_SYSTEMS,
+                          default=list(DEFAULT_SYSTEMS))
     scripted.add_argument("--out",
                           help="folder for replies.jsonl (resumed), results.json, report.md and "
                                "plots (default: reports/latest, which the Evaluate tab shows)")

@@ -1,11 +1,16 @@
-"""The gates of the evaluated systems: fusion without the character's own block, LoRA-mix."""
+"""The evaluated systems: their gates (fusion without the own block, LoRA-mix) and headers."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from neeko_app.evaluation.systems import MIX_BLOCK, fusion_without_own_block, system_gate
+from neeko_app.evaluation.systems import (
+    MIX_BLOCK,
+    fusion_without_own_block,
+    system_gate,
+    system_header,
+)
 from tests.tiny_characters import make_tiny_runtime
 
 
@@ -39,3 +44,13 @@ def test_lora_mix_needs_its_block_and_then_uses_it_for_everyone(runtime):
         assert mix not in fused.indices[0].tolist()
     finally:
         runtime.model.truncate_blocks(mix)
+
+
+def test_blocks_with_the_card_use_the_own_block_and_the_baselines_header(runtime):
+    ada = runtime.character("ada")
+    own = runtime.model.block_names.index("ada")
+    card = system_header("blocks+card", ada, "Who are you?", None)
+    assert card == system_header("profile-prompt", ada, "Who are you?", None)
+    assert f"Personality: {ada.personality}" in card
+    assert card != system_header("blocks", ada, "Who are you?", None)
+    assert system_gate("blocks+card", runtime, ada).indices.tolist() == [[own]]

@@ -18,7 +18,7 @@ from neeko_app.characters.card import Character
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.reply import kept_text
 from neeko_app.chat.scheduler import BatchScheduler
-from neeko_app.evaluation import HELDOUT_SYSTEMS
+from neeko_app.evaluation import DEFAULT_SYSTEMS
 from neeko_app.evaluation.overlap import COPY_WORDS, longest_shared_run
 from neeko_app.evaluation.perplexity import diagonal_is_row_minimum, perplexity_matrix
 from neeko_app.evaluation.report import PerplexityMatrix, perplexity_markdown
@@ -40,7 +40,7 @@ class HeldoutOptions:
     batch_size: int = 8
     max_tokens: int = 384
     perplexity: bool = True
-    systems: tuple[str, ...] = HELDOUT_SYSTEMS
+    systems: tuple[str, ...] = DEFAULT_SYSTEMS
     decoding: DecodingSettings = DecodingSettings(max_new_tokens=64, temperature=0.0)
 
 

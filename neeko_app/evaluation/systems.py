@@ -5,6 +5,7 @@
   the header, as the chat app does;
 - `profile-prompt`: the bare base model with the character's card written into the prompt
   (the in-context baseline);
+- `blocks+card`: the character's own block with that card in the prompt (both at once);
 - `fusion`: the character as if it had been added by fusion: the other characters' blocks
   mixed by role similarity, even when it has a block of its own (fusion vs. expansion);
 - `lora-mix`: one block trained on every character's data mixed (the paper's LoRA-mix
@@ -48,7 +49,7 @@ def profile_prompt_header(character: Character) -> str:
 def system_header(system: str, character: Character, question: str,
                   memory: MemoryStore | None) -> str:
     """The header `system` puts before `question` (see the module docstring)."""
-    if system == "profile-prompt":
+    if system in ("profile-prompt", "blocks+card"):
         return profile_prompt_header(character)
     header = character_header(character)
     if system == "blocks+memory":
