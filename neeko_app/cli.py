@@ -9,7 +9,12 @@ import sys
 from collections.abc import Callable, Sequence
 
 from neeko_app.config import BACKENDS, Settings
-from neeko_app.evaluation import ALL_SYSTEMS, DEFAULT_SYSTEMS, HELDOUT_SYSTEMS
+from neeko_app.evaluation import (
+    ALL_SYSTEMS,
+    DEFAULT_SYSTEMS,
+    HELDOUT_DEFAULT_SYSTEMS,
+    HELDOUT_SYSTEMS,
+)
 from neeko_app.training.trainer import TrainingConfig
 
 
@@ -141,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     heldout.add_argument("--batch-size", type=_positive_int, default=8)
     heldout.add_argument("--max-new-tokens", type=_positive_int, default=64)
     heldout.add_argument("--systems", nargs="+", choices=HELDOUT_SYSTEMS,
-                         default=list(DEFAULT_SYSTEMS))
+                         default=list(HELDOUT_DEFAULT_SYSTEMS))
     heldout.add_argument("--no-perplexity", action="store_true")
     heldout.add_argument("--out", help="write the full report (every reply) as JSON here")
     _add_model_flags(heldout)

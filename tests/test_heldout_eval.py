@@ -97,6 +97,19 @@ def test_report_covers_every_character_and_system(trained_settings):
     assert "| miller | " in format_report(report)
 
 
+def test_the_written_system_scores_the_held_out_replies_themselves(trained_settings):
+    runtime = load_runtime(trained_settings, report=lambda _: None)
+    report = run_heldout_evaluation(runtime, ["miller", "sailor"],
+                                    HeldoutOptions(perplexity=False, systems=("written",)))
+    assert [a.reply for a in report.answers] == [f"{WORDS[slug]} {WORDS[slug]}."
+                                                 for slug in ("miller", "sailor")
+                                                 for _ in range(4)]
+    assert [a.question for a in report.answers[:2]] == ["Tell me something, number 0.",
+                                                        "Tell me something, number 1."]
+    # each speaker's words are nearest their own profile: the data is perfectly separable
+    assert report.accuracy("written") == 1.0
+
+
 def test_diagonal_check_flags_a_row_won_by_another_block():
     assert diagonal_is_row_minimum(torch.tensor([[1.0, 2.0], [1.5, 3.0]])) == [True, False]
 
@@ -164,8 +177,9 @@ def test_cli_writes_the_report(trained_settings, tmp_path, capsys):
     assert "Perplexity" in printed and "Role identification" in printed
     report = json.loads(out.read_text())
     assert report["characters"] == ["miller", "sailor"]
-    assert len(report["answers"]) == 2 * 2 * 3  # characters x limit x systems
-    assert set(report["role_identification"]) == {"blocks", "blocks+memory", "profile-prompt"}
+    assert len(report["answers"]) == 2 * 2 * 4  # characters x limit x systems
+    assert set(report["role_identification"]) == {"blocks", "blocks+memory", "profile-prompt",
+                                                  "written"}
     assert set(report["copy_rate_8_words"]) == set(report["role_identification"])
     assert set(report["first_person_rate"]) == set(report["role_identification"])
     with_memory = [a for a in report["answers"] if a["system"] == "blocks+memory"]

@@ -1,7 +1,9 @@
 """Measuring how well blocks play their characters (held-out sets, scripted dialogues)."""
 
-# The systems `evaluation.systems` defines: the default ones, those the held-out evaluation
-# can run, and all (the scripted evaluation).
+# The systems `evaluation.systems` defines, the default ones first (for the held-out set,
+# the written replies join them: see `evaluation.heldout`).
 DEFAULT_SYSTEMS = ("blocks", "blocks+memory", "profile-prompt")
-HELDOUT_SYSTEMS = (*DEFAULT_SYSTEMS, "blocks+card")
-ALL_SYSTEMS = (*HELDOUT_SYSTEMS, "fusion", "lora-mix")
+ALL_SYSTEMS = (*DEFAULT_SYSTEMS, "blocks+card", "fusion", "lora-mix")
+WRITTEN = "written"  # not a model: the held-out set's own replies, scored the same way
+HELDOUT_DEFAULT_SYSTEMS = (*DEFAULT_SYSTEMS, WRITTEN)
+HELDOUT_SYSTEMS = (*DEFAULT_SYSTEMS, "blocks+card", WRITTEN)

@@ -3,7 +3,8 @@
 The systems of `evaluation.systems` answer the held-out questions. Each reply also records
 the longest word run it copies from its prompt, since a reply that recites its profile is
 identified easily but is not role-play, and whether it speaks in the first person (as the
-character, not about them).
+character, not about them). The `written` system is the held-out set's own replies, scored
+the same way: what a block that imitated its data perfectly would score.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from neeko_app.characters.card import Character
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.reply import kept_text
 from neeko_app.chat.scheduler import BatchScheduler
-from neeko_app.evaluation import DEFAULT_SYSTEMS
+from neeko_app.evaluation import HELDOUT_DEFAULT_SYSTEMS, WRITTEN
 from neeko_app.evaluation.overlap import COPY_WORDS, longest_shared_run
 from neeko_app.evaluation.perplexity import diagonal_is_row_minimum, perplexity_matrix
 from neeko_app.evaluation.report import PerplexityMatrix, perplexity_markdown
@@ -40,7 +41,7 @@ class HeldoutOptions:
     batch_size: int = 8
     max_tokens: int = 384
     perplexity: bool = True
-    systems: tuple[str, ...] = DEFAULT_SYSTEMS
+    systems: tuple[str, ...] = HELDOUT_DEFAULT_SYSTEMS
     decoding: DecodingSettings = DecodingSettings(max_new_tokens=64, temperature=0.0)
 
 
@@ -104,6 +105,19 @@ def heldout_conversations(character: Character, limit: int | None) -> list[Conve
     return [conversations[i * len(conversations) // limit] for i in range(limit)]
 
 
+def _written_answers(heldout: dict[Character, list[Conversation]],
+                     profiles: torch.Tensor) -> list[Answer]:
+    """The held-out set's own first reply to each opening question, identified like a
+    generated one (it copies nothing: it has no prompt)."""
+    rows = [(character, conversation.turns[0].text,
+             next(t.text for t in conversation.turns if t.role == "character"))
+            for character, conversations in heldout.items() for conversation in conversations]
+    slugs = [c.slug for c in heldout]
+    replies = [reply for _, _, reply in rows]
+    return [Answer(c.slug, WRITTEN, q, reply, slugs[k] if k >= 0 else None, 0)
+            for (c, q, reply), k in zip(rows, identify(replies, profiles), strict=True)]
+
+
 def _answer_all(runtime: Runtime, heldout: dict[Character, list[Conversation]],
                 profiles: torch.Tensor, system: str, options: HeldoutOptions,
                 progress: ProgressCallback, memory: MemoryStore | None) -> list[Answer]:
@@ -163,8 +177,9 @@ def run_heldout_evaluation(
     if options.systems:
         profiles = torch.stack([profile_embedding(c) for c in characters])
         for system in options.systems:
-            report.answers += _answer_all(runtime, heldout, profiles, system, options, progress,
-                                          memory)
+            report.answers += (_written_answers(heldout, profiles) if system == WRITTEN else
+                               _answer_all(runtime, heldout, profiles, system, options,
+                                           progress, memory))
     report.seconds = time.perf_counter() - started
     return report
 
