@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -125,8 +126,9 @@ def test_heldout_loss_is_reported_each_epoch_and_changes_nothing_trained():
     heldout = [e for e in tiny_examples(plain, n=9) if e not in examples]
     run_training(plain, examples, ["char0", "char1"], FAST, pad_id=0)
     reports: list = []
-    run_training(watched, examples, ["char0", "char1"], FAST, 0, on_progress=reports.append,
-                 heldout=heldout)
+    last_epoch = dataclasses.replace(FAST, keep_best_epoch=False)
+    run_training(watched, examples, ["char0", "char1"], last_epoch, 0,
+                 on_progress=reports.append, heldout=heldout)
     for name in ("char0", "char1"):
         for a, b in zip(block_weights(plain, name), block_weights(watched, name), strict=True):
             assert torch.equal(a, b), "measuring the held-out loss changed the training"
@@ -136,6 +138,53 @@ def test_heldout_loss_is_reported_each_epoch_and_changes_nothing_trained():
     # the last one is the loss of the finished blocks, and it differs from the first
     assert measured[-1][1] == pytest.approx(mean_reply_loss(watched, heldout, 0), rel=1e-5)
     assert measured[0][1] != pytest.approx(measured[-1][1])
+
+
+OVERFIT = TrainingConfig(epochs=4, batch_size=2, lr=3e-2, max_tokens=160, checkpoint_every=1)
+
+
+def overfit_run(tmp_path: Path | None = None, stop_at: int | None = None, reports=None):
+    """Blocks trained hard on "answer i!" and measured on replies they never see (the
+    held-out loss turns up after the first epochs); stopped before step `stop_at`."""
+    model = make_tiny_neeko()
+    tokenizer = tiny_tokenizer()
+    heldout = [tokenize_conversation(Conversation(f"h{i}", (Turn("user", f"q{i}"), Turn(
+        "character", f"nothing like it, {i} times over"))), "H", tokenizer, name, 100)
+        for i in range(3) for name in ("char0", "char1")]
+    steps = iter(range(1, 1000))
+    run_training(model, tiny_examples(model), ["char0", "char1"], OVERFIT, 0, tmp_path,
+                 reports.append if reports is not None else None,
+                 (lambda: next(steps) == stop_at) if stop_at else None, heldout)
+    return model
+
+
+def test_each_block_keeps_the_epoch_with_its_lowest_heldout_loss():
+    reports: list = []
+    kept = overfit_run(reports=reports)
+    epochs = [r for r in reports if r.heldout_by_block is not None]
+    assert [r.epoch for r in epochs] == [1, 2, 3, 4]
+    for name in ("char0", "char1"):
+        losses = [r.heldout_by_block[name] for r in epochs]
+        best = 1 + losses.index(min(losses))
+        assert epochs[-1].best_epochs[name] == best
+        # the weights are those of a run that stopped after that epoch
+        reference = make_tiny_neeko()
+        run_training(reference, tiny_examples(reference), ["char0", "char1"],
+                     dataclasses.replace(OVERFIT, epochs=best, keep_best_epoch=False), 0)
+        for a, b in zip(block_weights(kept, name), block_weights(reference, name), strict=True):
+            assert torch.equal(a, b), f"{name} does not hold its epoch-{best} weights"
+    assert any(r < 4 for r in epochs[-1].best_epochs.values()), "nothing overfitted here"
+
+
+def test_an_interrupted_run_remembers_its_best_epochs(tmp_path):
+    straight = overfit_run()
+    per_epoch = 6  # 12 examples, batch 2
+    with pytest.raises(TrainingCancelled):
+        overfit_run(tmp_path / "ckpt", stop_at=3 * per_epoch)  # after epochs 1 and 2
+    resumed = overfit_run(tmp_path / "ckpt")
+    for name in ("char0", "char1"):
+        for a, b in zip(block_weights(straight, name), block_weights(resumed, name), strict=True):
+            assert torch.equal(a, b)
 
 
 def test_train_command_prints_the_heldout_loss_per_epoch(library, capsys):
@@ -149,6 +198,26 @@ def test_train_command_prints_the_heldout_loss_per_epoch(library, capsys):
     printed = capsys.readouterr()
     lines = [x for x in (printed.out + printed.err).splitlines() if "held-out loss" in x]
     assert [x.split(":")[0].strip() for x in lines] == ["epoch 1", "epoch 2"]
+
+def test_train_command_says_which_blocks_keep_an_earlier_epoch(library, capsys):
+    for slug in ("baker", "sailor"):
+        rows = [{"id": f"h{i}", "turns": [{"role": "user", "text": f"q{i}?"}, {
+            "role": "character", "text": f"nothing like it, {i} times over"}]} for i in range(3)]
+        (library.characters_dir / slug / "heldout.jsonl").write_text(
+            "\n".join(json.dumps(r) for r in rows))
+    flags = ["--base-model", "tiny", "--device", "cpu", "--characters-dir",
+             str(library.characters_dir), "--cache-dir", str(library.cache_dir),
+             "--epochs", "4", "--batch-size", "2", "--lr", "0.03"]
+
+    def kept_lines(*extra: str) -> list[str]:
+        assert main(["train", "baker", "sailor", *flags, *extra]) == 0
+        printed = capsys.readouterr()
+        return [x for x in (printed.out + printed.err).splitlines() if "keeps its" in x]
+
+    lines = kept_lines()
+    assert lines and all(x.split()[0] in ("baker", "sailor") for x in lines)
+    assert kept_lines("--keep-last-epoch") == []
+
 
 @pytest.fixture
 def library(tmp_path) -> Settings:

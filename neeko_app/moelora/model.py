@@ -148,3 +148,9 @@ class NeekoModel(nn.Module):
             raise
         for _, layer in self.lora_layers():
             layer.commit_training()
+
+    def trainable_copies(self, name: str) -> list[nn.Parameter]:
+        """The trainable copies of block `name` (inside `training_blocks`), layer by layer."""
+        key = str(self.block_index(name))
+        return [p for _, layer in self.lora_layers()
+                for p in (layer.trainable_A[key], layer.trainable_BT[key])]

@@ -15,10 +15,12 @@ from neeko_app.training.workflows import TrainingJob, add_character, pretrain
 
 
 class ProgressBar:
-    """Feeds `Progress` reports into one tqdm bar (created at the first report)."""
+    """Feeds `Progress` reports into one tqdm bar (created at the first report); after the
+    last epoch it says which blocks keep an earlier epoch's weights (`keeps_best`)."""
 
-    def __init__(self, description: str):
+    def __init__(self, description: str, keeps_best: bool = True):
         self.description = description
+        self.keeps_best = keeps_best
         self.bar: tqdm | None = None
 
     def __call__(self, progress: Progress) -> None:
@@ -30,6 +32,11 @@ class ProgressBar:
         if progress.heldout_loss is not None:
             self.bar.write(f"epoch {progress.epoch}: held-out loss {progress.heldout_loss:.3f} "
                            f"(perplexity {math.exp(progress.heldout_loss):.1f})")
+        if self.keeps_best and progress.step == progress.total and progress.best_epochs:
+            for block, epoch in progress.best_epochs.items():
+                if epoch != progress.epoch:
+                    self.bar.write(f"{block} keeps its weights after epoch {epoch} (its lowest "
+                                   "held-out loss)")
 
     def close(self) -> None:
         if self.bar is not None:
@@ -39,7 +46,8 @@ class ProgressBar:
 def run_training_command(settings: Settings, args: argparse.Namespace,
                          config: TrainingConfig) -> int:
     """Run `train` or `add-character` with a progress bar; interrupted runs resume next time."""
-    bar = ProgressBar("training" if args.command == "train" else f"adding ({args.mode})")
+    bar = ProgressBar("training" if args.command == "train" else f"adding ({args.mode})",
+                      config.keep_best_epoch)
     job = TrainingJob(config, on_progress=bar)
     try:
         if args.command == "train":

@@ -6,8 +6,8 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -15,6 +15,7 @@ from safetensors import safe_open
 
 from neeko_app.moelora import NeekoModel
 from neeko_app.storage import atomic_save_tensors, load_tensors
+from neeko_app.training.best_epoch import BestEpochs
 from neeko_app.training.data import Example, batches_from, batches_per_epoch, collate
 from neeko_app.training.loop import BlockTrainer, block_training, labelled_token_losses
 
@@ -32,6 +33,7 @@ class TrainingConfig:
     seed: int = 0
     max_tokens: int = 384
     checkpoint_every: int = 20
+    keep_best_epoch: bool = True  # with held-out examples: each block keeps its best epoch
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,12 @@ class Progress:
     epoch: int
     loss: float
     seconds: float
-    heldout_loss: float | None = None  # at the end of each epoch, when held-out dialogues exist
+    # at the end of each epoch, when held-out dialogues exist: their loss over all blocks,
+    # per block, and per block the epoch with the lowest loss so far (kept when
+    # `keep_best_epoch`)
+    heldout_loss: float | None = None
+    heldout_by_block: Mapping[str, float] | None = None
+    best_epochs: Mapping[str, int] | None = None
 
     @property
     def eta_seconds(self) -> float:
@@ -55,14 +62,17 @@ class TrainingCancelled(RuntimeError):
 
 
 def run_fingerprint(model: NeekoModel, examples: Sequence[Example], trainable: Sequence[str],
-                    config: TrainingConfig) -> str:
-    """Identity of a run: a checkpoint is only resumed by the very same run."""
+                    config: TrainingConfig, heldout: Sequence[Example] = ()) -> str:
+    """Identity of a run: a checkpoint is only resumed by the very same run (the held-out
+    examples included: they choose the epochs that are kept)."""
     digest = hashlib.sha256()
     digest.update(json.dumps([asdict(config), model.config.to_dict(), list(trainable),
                               model.lora_names]).encode())
-    for example in examples:
-        digest.update(example.block.encode())
-        digest.update(json.dumps(example.input_ids).encode())
+    for part, rows in (("train", examples), ("heldout", heldout)):
+        digest.update(part.encode())
+        for example in rows:
+            digest.update(example.block.encode())
+            digest.update(json.dumps(example.input_ids).encode())
     return digest.hexdigest()
 
 
@@ -81,8 +91,9 @@ def run_training(
     a checkpoint of the same run. Returns the losses of the steps run in this call.
 
     With `heldout` examples, every epoch's last progress report carries their loss under
-    the blocks trained so far, so overfitting shows while the run goes on; it changes
-    nothing that is trained.
+    the blocks trained so far, so overfitting shows while the run goes on; with
+    `config.keep_best_epoch` each block then ends with the weights of the epoch where its
+    own held-out loss was lowest (without it, measuring changes nothing that is trained).
 
     Cancelled (`should_stop`) or interrupted runs leave every block unchanged; the last
     checkpoint stays on disk for a resume. A finished run checkpoints its last step too: the
@@ -91,11 +102,12 @@ def run_training(
     """
     per_epoch = batches_per_epoch(len(examples), config.batch_size)
     total = config.epochs * per_epoch
-    fingerprint = run_fingerprint(model, examples, trainable, config)
+    fingerprint = run_fingerprint(model, examples, trainable, config, heldout)
     losses: list[float] = []
     started = time.monotonic()
     with block_training(model, trainable, config.lr, config.weight_decay) as trainer:
-        step = _resume(trainer, checkpoint_dir, fingerprint)
+        best = BestEpochs(model)
+        step = _resume(trainer, best, checkpoint_dir, fingerprint)
         while step < total:
             epoch, done_in_epoch = divmod(step, per_epoch)
             for batch in batches_from(examples, config.batch_size, pad_id, config.seed, epoch,
@@ -104,35 +116,62 @@ def run_training(
                     raise TrainingCancelled("training cancelled; nothing was changed")
                 losses.append(trainer.step(batch))
                 step += 1
+                report = Progress(step, total, epoch + 1, losses[-1],
+                                  time.monotonic() - started)
+                if heldout and step % per_epoch == 0:
+                    report = _measure_heldout(model, heldout, pad_id, best, report)
                 if on_progress:
-                    at_epoch_end = bool(heldout) and step % per_epoch == 0
-                    on_progress(Progress(
-                        step, total, epoch + 1, losses[-1], time.monotonic() - started,
-                        mean_reply_loss(model, heldout, pad_id) if at_epoch_end else None))
+                    on_progress(report)
                 if checkpoint_dir and (step % config.checkpoint_every == 0 or step == total):
-                    _save_checkpoint(trainer, checkpoint_dir, fingerprint, step)
+                    _save_checkpoint(trainer, best, checkpoint_dir, fingerprint, step)
+        if config.keep_best_epoch:
+            best.restore(config.epochs)
     return losses
 
 
+def _measure_heldout(model: NeekoModel, heldout: Sequence[Example], pad_id: int,
+                     best: BestEpochs, report: Progress) -> Progress:
+    """`report` with the held-out losses after its epoch; `best` records them."""
+    totals = reply_loss_totals(model, heldout, pad_id)
+    by_block = {block: loss / max(count, 1) for block, (loss, count) in totals.items()}
+    best.update(report.epoch, by_block)
+    overall = sum(loss for loss, _ in totals.values()) / max(
+        1, sum(count for _, count in totals.values()))
+    return replace(report, heldout_loss=overall, heldout_by_block=by_block,
+                               best_epochs=dict(best.epochs))
+
+
 @torch.no_grad()
-def mean_reply_loss(model: NeekoModel, examples: Sequence[Example], pad_id: int,
-                    batch_size: int = 8, on_batch: Callable[[], None] | None = None) -> float:
-    """Token-weighted mean loss on the characters' words of `examples`, each through its
-    own block (the trained copies while a run is in progress), with dropout off;
-    `on_batch` is called after each batch."""
+def reply_loss_totals(model: NeekoModel, examples: Sequence[Example], pad_id: int,
+                      batch_size: int = 8, on_batch: Callable[[], None] | None = None
+                      ) -> dict[str, tuple[float, int]]:
+    """Per block: the summed loss over the characters' words of its `examples` and how
+    many words (tokens) that is, each example through its own block (the trained copies
+    while a run is in progress), with dropout off; `on_batch` is called after each batch."""
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    totals: dict[str, tuple[float, int]] = {}
     try:
         for first in range(0, len(examples), batch_size):
             batch = collate(examples[first:first + batch_size], pad_id)
-            losses, _ = labelled_token_losses(model, batch, model.gate_for(batch.blocks))
-            total, count = total + losses.sum().item(), count + losses.numel()
+            losses, rows = labelled_token_losses(model, batch, model.gate_for(batch.blocks))
+            for row, block in enumerate(batch.blocks):
+                mine = losses[rows == row]
+                loss, count = totals.get(block, (0.0, 0))
+                totals[block] = (loss + mine.sum().item(), count + mine.numel())
             if on_batch:
                 on_batch()
     finally:
         model.train(was_training)
-    return total / max(count, 1)
+    return totals
+
+
+def mean_reply_loss(model: NeekoModel, examples: Sequence[Example], pad_id: int,
+                    batch_size: int = 8, on_batch: Callable[[], None] | None = None) -> float:
+    """Token-weighted mean loss on the characters' words of `examples` (see
+    `reply_loss_totals`)."""
+    totals = reply_loss_totals(model, examples, pad_id, batch_size, on_batch).values()
+    return sum(loss for loss, _ in totals) / max(1, sum(count for _, count in totals))
 
 
 def discard_checkpoint(checkpoint_dir: Path) -> None:
@@ -140,13 +179,18 @@ def discard_checkpoint(checkpoint_dir: Path) -> None:
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
 
-def _save_checkpoint(trainer: BlockTrainer, directory: Path, fingerprint: str, step: int) -> None:
-    atomic_save_tensors(directory / CHECKPOINT_FILE, trainer.state_tensors(),
-                        {"fingerprint": fingerprint, "step": str(step)})
+def _save_checkpoint(trainer: BlockTrainer, best: BestEpochs, directory: Path,
+                     fingerprint: str, step: int) -> None:
+    atomic_save_tensors(directory / CHECKPOINT_FILE, {**trainer.state_tensors(),
+                                                      **best.tensors()},
+                        {"fingerprint": fingerprint, "step": str(step),
+                         "best": best.metadata()})
 
 
-def _resume(trainer: BlockTrainer, directory: Path | None, fingerprint: str) -> int:
-    """Load a matching checkpoint; the number of steps already done (0 if none)."""
+def _resume(trainer: BlockTrainer, best: BestEpochs, directory: Path | None,
+            fingerprint: str) -> int:
+    """Load a matching checkpoint (weights, optimiser, best epochs so far); the number of
+    steps already done (0 if none)."""
     path = directory / CHECKPOINT_FILE if directory else None
     if path is None or not path.is_file():
         return 0
@@ -155,7 +199,10 @@ def _resume(trainer: BlockTrainer, directory: Path | None, fingerprint: str) -> 
             metadata = handle.metadata() or {}
         if metadata.get("fingerprint") != fingerprint:
             return 0
-        trainer.load_state_tensors(load_tensors(path))
+        tensors = load_tensors(path)
+        best.load(tensors, metadata.get("best"))
+        trainer.load_state_tensors(tensors)
         return int(metadata["step"])
     except Exception:  # an unreadable checkpoint is ignored: the run starts over
+        best.clear()
         return 0
