@@ -135,9 +135,7 @@ def _measure_heldout(model: NeekoModel, heldout: Sequence[Example], pad_id: int,
     totals = reply_loss_totals(model, heldout, pad_id)
     by_block = {block: loss / max(count, 1) for block, (loss, count) in totals.items()}
     best.update(report.epoch, by_block)
-    overall = sum(loss for loss, _ in totals.values()) / max(
-        1, sum(count for _, count in totals.values()))
-    return replace(report, heldout_loss=overall, heldout_by_block=by_block,
+    return replace(report, heldout_loss=_token_mean(totals), heldout_by_block=by_block,
                                best_epochs=dict(best.epochs))
 
 
@@ -170,8 +168,13 @@ def mean_reply_loss(model: NeekoModel, examples: Sequence[Example], pad_id: int,
                     batch_size: int = 8, on_batch: Callable[[], None] | None = None) -> float:
     """Token-weighted mean loss on the characters' words of `examples` (see
     `reply_loss_totals`)."""
-    totals = reply_loss_totals(model, examples, pad_id, batch_size, on_batch).values()
-    return sum(loss for loss, _ in totals) / max(1, sum(count for _, count in totals))
+    return _token_mean(reply_loss_totals(model, examples, pad_id, batch_size, on_batch))
+
+
+def _token_mean(totals: Mapping[str, tuple[float, int]]) -> float:
+    """The loss per token over all blocks of `reply_loss_totals`."""
+    return (sum(loss for loss, _ in totals.values())
+            / max(1, sum(count for _, count in totals.values())))
 
 
 def discard_checkpoint(checkpoint_dir: Path) -> None:
