@@ -26,6 +26,7 @@ from transformers.generation.logits_process import TopPLogitsWarper
 
 from neeko_app.bench.results import BenchResult, machine
 from neeko_app.bench.timing import interleaved, per_call, percentile
+from neeko_app.characters.card import DIALOGUES_FILE
 from neeko_app.chat.decoding import nucleus
 from neeko_app.chat.engine import ChatEngine
 from neeko_app.chat.generation import DecodingSettings
@@ -177,8 +178,8 @@ def _expansion(settings: Settings, runtime: Runtime, scratch: Path, options: End
     card = json.loads((source / "character.json").read_text())
     card |= {"slug": "bench-expansion", "name": f"{card['name']} (benchmark copy)"}
     (source / "character.json").write_text(json.dumps(card))
-    lines = (source / "dialogues.jsonl").read_text().splitlines()[:options.expansion_exchanges]
-    (source / "dialogues.jsonl").write_text("\n".join(lines) + "\n")
+    lines = (source / DIALOGUES_FILE).read_text().splitlines()[:options.expansion_exchanges]
+    (source / DIALOGUES_FILE).write_text("\n".join(lines) + "\n")
     seen: list[Progress] = []
     limit = options.expansion_steps
     bar = ProgressBar("expansion")

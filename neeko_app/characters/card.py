@@ -13,6 +13,8 @@ RESERVED_SLUGS = frozenset({"con", "prn", "aux", "nul", *(f"com{i}" for i in ran
                             *(f"lpt{i}" for i in range(1, 10))})
 REQUIRED_FIELDS = ("name", "slug", "description", "personality", "scenario", "greeting")
 MAX_NAME_CHARS = 100
+DIALOGUES_FILE = "dialogues.jsonl"  # training conversations, in a character's folder
+HELDOUT_FILE = "heldout.jsonl"  # held-out conversations (evaluation, best epoch)
 
 
 class CharacterError(ValueError):

@@ -10,7 +10,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from neeko_app.characters.card import Character, CharacterError, load_character
+from neeko_app.characters.card import (
+    DIALOGUES_FILE,
+    HELDOUT_FILE,
+    Character,
+    CharacterError,
+    load_character,
+)
 from neeko_app.moelora.persistence import AdapterFormatError, read_block_metadata
 from neeko_app.training.data import DialogueError, load_dialogues
 
@@ -71,8 +77,8 @@ def check_character(character: Character, strict: bool = False) -> list[str]:
     folder = character.folder
     if folder is None:
         return ["the character has no folder"]
-    minimums = {"dialogues.jsonl": MIN_TRAINING_CONVERSATIONS,
-                "heldout.jsonl": MIN_HELDOUT_CONVERSATIONS}
+    minimums = {DIALOGUES_FILE: MIN_TRAINING_CONVERSATIONS,
+                HELDOUT_FILE: MIN_HELDOUT_CONVERSATIONS}
     for name, minimum in minimums.items():
         path = folder / name
         if not path.exists():

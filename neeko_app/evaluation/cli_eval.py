@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from neeko_app.characters.card import HELDOUT_FILE
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.config import Settings
 from neeko_app.evaluation.cli_heldout import StageBars
@@ -116,7 +117,7 @@ def _perplexity(runtime: Runtime, evaluated: list[str], conversations: int,
     """The perplexity matrix over the evaluated characters that have a block and a held-out
     set (`conversations` of it each); None when off or fewer than two such characters."""
     slugs = [s for s in evaluated if s in runtime.model.block_names
-             and (runtime.character(s).folder / "heldout.jsonl").is_file()]
+             and (runtime.character(s).folder / HELDOUT_FILE).is_file()]
     if conversations == 0 or len(slugs) < 2:
         return None
     bars = StageBars()

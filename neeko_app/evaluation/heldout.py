@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from neeko_app.characters.card import Character
+from neeko_app.characters.card import HELDOUT_FILE, Character
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.reply import kept_text
 from neeko_app.chat.scheduler import BatchScheduler
@@ -99,7 +99,7 @@ class HeldoutReport:
 def heldout_conversations(character: Character, limit: int | None) -> list[Conversation]:
     """The held-out set, or `limit` conversations spread evenly over it (files are grouped
     by topic, so the first few would all be about one thing)."""
-    conversations = load_dialogues(character.folder / "heldout.jsonl")
+    conversations = load_dialogues(character.folder / HELDOUT_FILE)
     if not limit or limit >= len(conversations):
         return conversations
     return [conversations[i * len(conversations) // limit] for i in range(limit)]

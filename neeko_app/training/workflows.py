@@ -18,7 +18,14 @@ from typing import Literal
 
 import torch
 
-from neeko_app.characters.card import Character, CharacterError, load_character, validate_slug
+from neeko_app.characters.card import (
+    DIALOGUES_FILE,
+    HELDOUT_FILE,
+    Character,
+    CharacterError,
+    load_character,
+    validate_slug,
+)
 from neeko_app.characters.registry import discover_characters, named
 from neeko_app.config import Settings
 from neeko_app.embedding import role_embedding
@@ -41,7 +48,6 @@ from neeko_app.training.trainer import (
 )
 
 ProgressCallback = Callable[[Progress], None]
-HELDOUT_FILE = "heldout.jsonl"
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,7 @@ def save_role(character: Character, role: torch.Tensor) -> None:
 
 
 def examples_for(characters: Sequence[Character], tokenizer, max_tokens: int,
-                 file: str = "dialogues.jsonl") -> list[Example]:
+                 file: str = DIALOGUES_FILE) -> list[Example]:
     """The tokenized dialogues in `file` of `characters`, each routed to its own block."""
     examples = []
     for character in characters:

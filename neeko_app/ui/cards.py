@@ -17,7 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from neeko_app.characters.card import Character, CharacterError, character_from_dict
+from neeko_app.characters.card import (
+    DIALOGUES_FILE,
+    Character,
+    CharacterError,
+    character_from_dict,
+)
 from neeko_app.characters.lorebook import load_lorebook, save_lorebook
 from neeko_app.characters.registry import named
 from neeko_app.characters.tavern import (
@@ -201,7 +206,7 @@ def write_character_folder(draft: CharacterDraft, fields: Mapping[str, object],
     if draft.dialogues_text:
         records = dialogue_records(draft.dialogues_text, draft.dialogues_format,
                                    str(fields["name"]))
-        atomic_write_text(folder / "dialogues.jsonl",
+        atomic_write_text(folder / DIALOGUES_FILE,
                           "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     save_lorebook(folder, draft.lorebook)
     return folder
