@@ -32,7 +32,6 @@ from neeko_app.ui.cards import (
     with_dialogues,
     write_character_folder,
 )
-from neeko_app.ui.wizard_tab import trained_summary
 from tests.tiny_characters import make_tiny_runtime
 
 MIRA = {"name": "Mira Vance", "slug": "mira-vance",
@@ -189,25 +188,6 @@ def test_the_folder_holds_card_profile_dialogues_and_lorebook(tmp_path):
                                                     "The stars, night after night."]
 
 
-@pytest.mark.parametrize("count, held", [(19, []), (25, [9, 19]), (30, [9, 19, 29])])
-def test_every_tenth_uploaded_conversation_is_held_out_from_twenty_on(tmp_path, count, held):
-    (tmp_path / "tycho.md").write_text(PROFILE)
-    rows = [{"id": f"c{i}", "turns": [{"role": "user", "text": f"Question {i}?"},
-                                      {"role": "character", "text": f"Answer {i}."}]}
-            for i in range(count)]
-    (tmp_path / "tycho.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    draft, conversations = with_dialogues(draft_from_file(tmp_path / "tycho.md"),
-                                          tmp_path / "tycho.jsonl")
-    folder = write_character_folder(draft, edited_fields(draft, {}), tmp_path / "out" / "t")
-    trained = [c.turns[1].text for c in load_dialogues(folder / "dialogues.jsonl")]
-    heldout = folder / "heldout.jsonl"
-    kept = [c.turns[1].text for c in load_dialogues(heldout)] if heldout.exists() else []
-    assert kept == [f"Answer {i}." for i in held]
-    assert sorted(trained + kept) == sorted(f"Answer {i}." for i in range(count))
-    summary = draft_summary(draft, "tycho.jsonl", conversations)
-    assert ("held out" in summary) == bool(held)
-
-
 def test_fusion_install_indexes_the_lore_and_leaves_no_staging(engine, mira_png, tmp_path):
     staging = tmp_path / "staging"
     character = install_draft(engine, engine.runtime.settings, draft_from_file(mira_png), {},
@@ -236,26 +216,6 @@ def test_a_cancelled_expansion_installs_nothing(engine, tmp_path):
     assert list((tmp_path / "staging").iterdir()) == []
 
 
-def test_an_expansion_with_held_out_uploads_reports_their_loss_each_epoch(engine, tmp_path):
-    (tmp_path / "tycho.md").write_text(PROFILE)
-    rows = [{"id": f"c{i}", "turns": [{"role": "user", "text": f"What is star {i}?"},
-                                      {"role": "character", "text": f"Star {i} is bright."}]}
-            for i in range(20)]
-    (tmp_path / "tycho.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    draft, _ = with_dialogues(draft_from_file(tmp_path / "tycho.md"), tmp_path / "tycho.jsonl")
-    reports: list[Progress] = []
-    job = TrainingJob(TrainingConfig(epochs=2, batch_size=6), on_progress=reports.append)
-    character = install_draft(engine, engine.runtime.settings, draft, {}, "expansion", job,
-                              tmp_path / "staging")
-    assert len(load_dialogues(character.folder / "heldout.jsonl")) == 2
-    measured = [r for r in reports if r.heldout_loss is not None]
-    assert [(r.step, r.epoch) for r in measured] == [(3, 1), (6, 2)]  # 18 trained, 2 held out
-    assert set(measured[-1].best_epochs) == {"tycho-brahe"}
-    summary = trained_summary(reports[-1])
-    assert summary.startswith("its own block was trained in 6 steps")
-    assert "held-out loss" in summary
-
-
 def test_expansion_needs_dialogues(engine, mira_png, tmp_path):
     with pytest.raises(CharacterError, match="expansion trains a block on example dialogues"):
         install_draft(engine, engine.runtime.settings, draft_from_file(mira_png), {},
@@ -280,5 +240,3 @@ def test_summary_and_progress_lines(mira_png):
         "than 50 learns little.")
     line = describe_progress(Progress(step=5, total=20, epoch=1, loss=2.5, seconds=10.0))
     assert line == "step 5/20 · epoch 1 · loss 2.500 · about 0:30 left"
-    line = describe_progress(Progress(step=5, total=20, epoch=1, loss=2.5, seconds=10.0), 3.25)
-    assert line == "step 5/20 · epoch 1 · loss 2.500 · held-out 3.250 · about 0:30 left"

@@ -301,7 +301,7 @@ def test_a_cancelled_training_adds_nothing(page, app, tmp_path):
     page.locator("#epochs input[type=number]").fill("10")
     page.locator("#batch-size input[type=number]").fill("1")
     page.locator("#add").click()
-    expect(page.locator("#add-status")).to_contain_text("/1800 · epoch 1 · loss")  # 20 held out
+    expect(page.locator("#add-status")).to_contain_text("/2000 · epoch 1 · loss")
     page.locator("#cancel").click()
     expect(page.get_by_text("Cancelling after the current step")).to_be_visible()  # a toast
     expect(page.locator("#add-status")).to_contain_text("Training cancelled. Nothing was added.")

@@ -19,7 +19,6 @@ from typing import Literal
 
 from neeko_app.characters.card import (
     DIALOGUES_FILE,
-    HELDOUT_FILE,
     Character,
     CharacterError,
     character_from_dict,
@@ -52,8 +51,6 @@ EDITABLE_FIELDS = ("name", "slug", "description", "personality", "speaking_style
                    "greeting", "example_lines")
 MAX_NAME_LINE = 100
 MIN_EXPANSION_DIALOGUES = 50
-HOLD_OUT_FROM = 20  # with this many uploaded conversations or more, some are held out:
-HOLD_OUT_EVERY = 10  # every 10th, to measure the block after each epoch and keep its best
 _SENTENCE = re.compile(r"(.+?[.!?])(?:\s|$)")
 
 Mode = Literal["fusion", "expansion"]
@@ -199,20 +196,9 @@ def check_new_character(fields: Mapping[str, object], characters_dir: Path,
     return character
 
 
-def split_heldout(records: list[dict]) -> tuple[list[dict], list[dict]]:
-    """Training and held-out conversations: every `HOLD_OUT_EVERY`-th is held out once
-    there are `HOLD_OUT_FROM` or more, none before."""
-    if len(records) < HOLD_OUT_FROM:
-        return records, []
-    held = set(range(HOLD_OUT_EVERY - 1, len(records), HOLD_OUT_EVERY))
-    return ([r for i, r in enumerate(records) if i not in held],
-            [r for i, r in enumerate(records) if i in held])
-
-
 def write_character_folder(draft: CharacterDraft, fields: Mapping[str, object],
                            folder: Path) -> Path:
-    """Write a character folder (card, profile, dialogues and held-out split, lorebook) for
-    `add_character`."""
+    """Write a character folder (card, profile, dialogues, lorebook) for `add_character`."""
     folder.mkdir(parents=True)
     atomic_write_json(folder / "character.json", dict(fields))
     if draft.profile:
@@ -220,11 +206,8 @@ def write_character_folder(draft: CharacterDraft, fields: Mapping[str, object],
     if draft.dialogues_text:
         records = dialogue_records(draft.dialogues_text, draft.dialogues_format,
                                    str(fields["name"]))
-        for name, part in zip((DIALOGUES_FILE, HELDOUT_FILE), split_heldout(records),
-                              strict=True):
-            if part:
-                atomic_write_text(folder / name, "".join(json.dumps(r, ensure_ascii=False)
-                                                         + "\n" for r in part))
+        atomic_write_text(folder / DIALOGUES_FILE,
+                          "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     save_lorebook(folder, draft.lorebook)
     return folder
 
@@ -278,19 +261,13 @@ def draft_summary(draft: CharacterDraft, source: str, conversations: int) -> str
     elif conversations:
         parts.append(f"{conversations} example conversations: expansion works, but a block "
                      f"trained on fewer than {MIN_EXPANSION_DIALOGUES} learns little.")
-    if conversations >= HOLD_OUT_FROM:
-        held = conversations // HOLD_OUT_EVERY
-        parts.append(f"{held} of them {'is' if held == 1 else 'are'} held out: the block is "
-                     "measured on them after every epoch and keeps its best epoch.")
     if draft.warnings:
         parts.append("\n".join(f"- {warning}" for warning in draft.warnings))
     return "\n\n".join(parts)
 
 
-def describe_progress(progress: Progress, heldout_loss: float | None = None) -> str:
-    """One line for a progress bar: step, epoch, loss, the latest held-out loss (if any)
-    and time left."""
+def describe_progress(progress: Progress) -> str:
+    """One line for a progress bar: step, epoch, loss and time left."""
     minutes, seconds = divmod(round(progress.eta_seconds), 60)
-    heldout = f" · held-out {heldout_loss:.3f}" if heldout_loss is not None else ""
     return (f"step {progress.step}/{progress.total} · epoch {progress.epoch} · "
-            f"loss {progress.loss:.3f}{heldout} · about {minutes}:{seconds:02d} left")
+            f"loss {progress.loss:.3f} · about {minutes}:{seconds:02d} left")

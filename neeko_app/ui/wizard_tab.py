@@ -149,7 +149,7 @@ class WizardTab:
 
         def report(step: Progress) -> None:
             last.append(step)
-            progress((step.step, step.total), desc=describe_progress(step, latest_heldout(last)))
+            progress((step.step, step.total), desc=describe_progress(step))
 
         job = TrainingJob(dataclasses.replace(TRAINING, epochs=int(values[self.epochs]),
                                               batch_size=int(values[self.batch_size])),
@@ -165,7 +165,8 @@ class WizardTab:
         finally:
             self._cancel.pop(request.session_hash, None)
         how = ("it mixes the blocks of the most similar characters (fusion)" if mode == "fusion"
-               else trained_summary(last[-1]) if last else "its own block was trained")
+               else f"its own block was trained in {last[-1].step} steps, final loss "
+                    f"{last[-1].loss:.3f}" if last else "its own block was trained")
         return (f"**{character.name} was added:** {how}. Pick them in the Chat tab.",
                 character.slug, gr.Button(f"Chat with {character.name}", visible=True),
                 *self.chat.picker_values())
@@ -181,19 +182,3 @@ class WizardTab:
             return
         stop.set()
         gr.Info("Cancelling after the current step…")
-
-
-def latest_heldout(reports: list[Progress]) -> float | None:
-    """The held-out loss of the latest finished epoch, if the character has held-out data."""
-    return next((r.heldout_loss for r in reversed(reports) if r.heldout_loss is not None), None)
-
-
-def trained_summary(final: Progress) -> str:
-    """How an expansion went, from its last progress report."""
-    text = f"its own block was trained in {final.step} steps, final loss {final.loss:.3f}"
-    kept = (final.best_epochs or {}).values()
-    if final.heldout_loss is not None and kept:
-        epoch = next(iter(kept))
-        text += (f"; it keeps its weights after epoch {epoch}, the lowest held-out loss"
-                 if epoch != final.epoch else "; the last epoch had the lowest held-out loss")
-    return text
