@@ -62,10 +62,9 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--max-tokens", type=_positive_int, default=defaults.max_tokens,
                         help="longest training conversation, in tokens")
-    parser.add_argument("--keep-last-epoch", action="store_true",
-                        help="end with the last epoch's weights (default: each block keeps "
-                             "the epoch with its lowest held-out loss, for characters with "
-                             "a heldout.jsonl)")
+    parser.add_argument("--keep-best-epoch", action="store_true",
+                        help="each block ends with the epoch of its lowest held-out loss "
+                             "(characters with a heldout.jsonl; default: the last epoch)")
 
 
 def _add_server_flags(parser: argparse.ArgumentParser) -> None:
@@ -89,7 +88,7 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
 def _training_config(args: argparse.Namespace) -> TrainingConfig:
     return TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           seed=args.seed, max_tokens=args.max_tokens,
-                          keep_best_epoch=not args.keep_last_epoch)
+                          keep_best_epoch=args.keep_best_epoch)
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -126,9 +126,8 @@ def test_heldout_loss_is_reported_each_epoch_and_changes_nothing_trained():
     heldout = [e for e in tiny_examples(plain, n=9) if e not in examples]
     run_training(plain, examples, ["char0", "char1"], FAST, pad_id=0)
     reports: list = []
-    last_epoch = dataclasses.replace(FAST, keep_best_epoch=False)
-    run_training(watched, examples, ["char0", "char1"], last_epoch, 0,
-                 on_progress=reports.append, heldout=heldout)
+    run_training(watched, examples, ["char0", "char1"], FAST, 0, on_progress=reports.append,
+                 heldout=heldout)
     for name in ("char0", "char1"):
         for a, b in zip(block_weights(plain, name), block_weights(watched, name), strict=True):
             assert torch.equal(a, b), "measuring the held-out loss changed the training"
@@ -140,7 +139,8 @@ def test_heldout_loss_is_reported_each_epoch_and_changes_nothing_trained():
     assert measured[0][1] != pytest.approx(measured[-1][1])
 
 
-OVERFIT = TrainingConfig(epochs=4, batch_size=2, lr=3e-2, max_tokens=160, checkpoint_every=1)
+OVERFIT = TrainingConfig(epochs=4, batch_size=2, lr=3e-2, max_tokens=160, checkpoint_every=1,
+                         keep_best_epoch=True)
 
 
 def overfit_run(tmp_path: Path | None = None, stop_at: int | None = None, reports=None):
@@ -214,9 +214,9 @@ def test_train_command_says_which_blocks_keep_an_earlier_epoch(library, capsys):
         printed = capsys.readouterr()
         return [x for x in (printed.out + printed.err).splitlines() if "keeps its" in x]
 
-    lines = kept_lines()
+    lines = kept_lines("--keep-best-epoch")
     assert lines and all(x.split()[0] in ("baker", "sailor") for x in lines)
-    assert kept_lines("--keep-last-epoch") == []
+    assert kept_lines() == []  # the default ends with the last epoch
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ class ProgressBar:
     """Feeds `Progress` reports into one tqdm bar (created at the first report); after the
     last epoch it says which blocks keep an earlier epoch's weights (`keeps_best`)."""
 
-    def __init__(self, description: str, keeps_best: bool = True):
+    def __init__(self, description: str, keeps_best: bool = False):
         self.description = description
         self.keeps_best = keeps_best
         self.bar: tqdm | None = None

@@ -33,7 +33,7 @@ class TrainingConfig:
     seed: int = 0
     max_tokens: int = 384
     checkpoint_every: int = 20
-    keep_best_epoch: bool = True  # with held-out examples: each block keeps its best epoch
+    keep_best_epoch: bool = False  # with held-out examples: each block keeps its best epoch
 
 
 @dataclass(frozen=True)
