@@ -105,17 +105,31 @@ def heldout_conversations(character: Character, limit: int | None) -> list[Conve
     return [conversations[i * len(conversations) // limit] for i in range(limit)]
 
 
+def _openers(heldout: dict[Character, list[Conversation]]
+             ) -> list[tuple[Character, Conversation]]:
+    """Every held-out conversation with its character, in the order of `heldout`."""
+    return [(character, conversation) for character, conversations in heldout.items()
+            for conversation in conversations]
+
+
+def _scored(heldout: dict[Character, list[Conversation]], system: str, replies: list[str],
+            copied: list[int], profiles: torch.Tensor) -> list[Answer]:
+    """One answer per opener of `heldout`: its reply identified against `profiles`."""
+    slugs = [c.slug for c in heldout]
+    return [Answer(c.slug, system, conversation.turns[0].text, reply,
+                   slugs[k] if k >= 0 else None, words)
+            for (c, conversation), reply, k, words
+            in zip(_openers(heldout), replies, identify(replies, profiles), copied,
+                   strict=True)]
+
+
 def _written_answers(heldout: dict[Character, list[Conversation]],
                      profiles: torch.Tensor) -> list[Answer]:
     """The held-out set's own first reply to each opening question, identified like a
     generated one (it copies nothing: it has no prompt)."""
-    rows = [(character, conversation.turns[0].text,
-             next(t.text for t in conversation.turns if t.role == "character"))
-            for character, conversations in heldout.items() for conversation in conversations]
-    slugs = [c.slug for c in heldout]
-    replies = [reply for _, _, reply in rows]
-    return [Answer(c.slug, WRITTEN, q, reply, slugs[k] if k >= 0 else None, 0)
-            for (c, q, reply), k in zip(rows, identify(replies, profiles), strict=True)]
+    replies = [next(t.text for t in conversation.turns if t.role == "character")
+               for _, conversation in _openers(heldout)]
+    return _scored(heldout, WRITTEN, replies, [0] * len(replies), profiles)
 
 
 def _answer_all(runtime: Runtime, heldout: dict[Character, list[Conversation]],
@@ -123,26 +137,23 @@ def _answer_all(runtime: Runtime, heldout: dict[Character, list[Conversation]],
                 progress: ProgressCallback, memory: MemoryStore | None) -> list[Answer]:
     """Every held-out opening question answered by `system`, batched across characters;
     each reply identified against `profiles` (one row per character of `heldout`)."""
-    rows = [(character, conversation.turns[0].text)
-            for character, conversations in heldout.items()
-            for conversation in conversations]
-    headers, requests = zip(*(system_request(system, runtime, character, [], question, memory,
+    openers = _openers(heldout)
+    headers, requests = zip(*(system_request(system, runtime, character, [],
+                                             conversation.turns[0].text, memory,
                                              options.decoding)
-                              for character, question in rows), strict=True)
+                              for character, conversation in openers), strict=True)
     scheduler = BatchScheduler(runtime.model, runtime.base.tokenizer,
                                max_batch=options.batch_size)
     try:
         replies = []
         for stream in scheduler.submit_many(requests):
             replies.append(kept_text("".join(stream).strip(), stream.finish_reason))
-            progress(f"replies ({system})", len(replies), len(rows))
+            progress(f"replies ({system})", len(replies), len(openers))
     finally:
         scheduler.close()
-    slugs = [c.slug for c in heldout]
-    return [Answer(c.slug, system, q, reply, slugs[k] if k >= 0 else None,
-                   longest_shared_run(reply, header))
-            for (c, q), reply, k, header
-            in zip(rows, replies, identify(replies, profiles), headers, strict=True)]
+    copied = [longest_shared_run(reply, header)
+              for reply, header in zip(replies, headers, strict=True)]
+    return _scored(heldout, system, replies, copied, profiles)
 
 
 def run_heldout_evaluation(
