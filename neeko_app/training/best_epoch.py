@@ -13,10 +13,12 @@ PREFIX = "best."  # tensor names in a checkpoint: best.<block>.<index>
 
 
 class BestEpochs:
-    """Per block: the epoch whose held-out loss was lowest so far, and its weights."""
+    """Per block: the epoch whose held-out loss was lowest so far, and (`keep_weights`) its
+    weights."""
 
-    def __init__(self, model: NeekoModel) -> None:
+    def __init__(self, model: NeekoModel, keep_weights: bool) -> None:
         self.model = model
+        self.keep_weights = keep_weights
         self.clear()
 
     def clear(self) -> None:
@@ -30,12 +32,15 @@ class BestEpochs:
         for block, loss in losses.items():
             if block not in self.losses or loss < self.losses[block]:
                 self.epochs[block], self.losses[block] = epoch, loss
-                self.weights[block] = [p.detach().clone()
-                                       for p in self.model.trainable_copies(block)]
+                if self.keep_weights:
+                    self.weights[block] = [p.detach().clone()
+                                           for p in self.model.trainable_copies(block)]
 
     @torch.no_grad()
     def restore(self, last_epoch: int) -> None:
         """Put back the recorded weights of every block whose best epoch was not the last."""
+        if not self.keep_weights:
+            raise ValueError("no weights were kept to restore")
         for block, epoch in self.epochs.items():
             if epoch != last_epoch:
                 for param, saved in zip(self.model.trainable_copies(block), self.weights[block],
@@ -54,6 +59,7 @@ class BestEpochs:
     def load(self, tensors: Mapping[str, torch.Tensor], metadata: str | None) -> None:
         """Restore what `tensors` and `metadata` saved (resuming an interrupted run)."""
         for block, (epoch, loss) in json.loads(metadata or "{}").items():
-            count = len(self.model.trainable_copies(block))
             self.epochs[block], self.losses[block] = int(epoch), float(loss)
-            self.weights[block] = [tensors[f"{PREFIX}{block}.{i}"] for i in range(count)]
+            if self.keep_weights:
+                count = len(self.model.trainable_copies(block))
+                self.weights[block] = [tensors[f"{PREFIX}{block}.{i}"] for i in range(count)]

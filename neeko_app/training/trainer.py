@@ -103,10 +103,11 @@ def run_training(
     per_epoch = batches_per_epoch(len(examples), config.batch_size)
     total = config.epochs * per_epoch
     fingerprint = run_fingerprint(model, examples, trainable, config, heldout)
+    measure = bool(heldout) and (on_progress is not None or config.keep_best_epoch)
     losses: list[float] = []
     started = time.monotonic()
     with block_training(model, trainable, config.lr, config.weight_decay) as trainer:
-        best = BestEpochs(model)
+        best = BestEpochs(model, keep_weights=config.keep_best_epoch)
         step = _resume(trainer, best, checkpoint_dir, fingerprint)
         while step < total:
             epoch, done_in_epoch = divmod(step, per_epoch)
@@ -118,7 +119,7 @@ def run_training(
                 step += 1
                 report = Progress(step, total, epoch + 1, losses[-1],
                                   time.monotonic() - started)
-                if heldout and step % per_epoch == 0:
+                if measure and step % per_epoch == 0:
                     report = _measure_heldout(model, heldout, pad_id, best, report)
                 if on_progress:
                     on_progress(report)
@@ -136,7 +137,7 @@ def _measure_heldout(model: NeekoModel, heldout: Sequence[Example], pad_id: int,
     by_block = {block: loss / max(count, 1) for block, (loss, count) in totals.items()}
     best.update(report.epoch, by_block)
     return replace(report, heldout_loss=_token_mean(totals), heldout_by_block=by_block,
-                               best_epochs=dict(best.epochs))
+                   best_epochs=dict(best.epochs))
 
 
 @torch.no_grad()
