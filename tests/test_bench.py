@@ -4,6 +4,10 @@ they compare really plays the character it is timed switching to or batching."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +21,7 @@ from neeko_app.training.trainer import TrainingConfig
 from tests.test_cli import neeko
 
 PNG = b"\x89PNG\r\n\x1a\n"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_interleaved_takes_the_median_of_each_case_over_rounds():
@@ -116,3 +121,40 @@ def test_neeko_bench_writes_json_and_a_plot(tmp_path):
 def test_summary_plot_needs_results():
     with pytest.raises(ValueError, match="no benchmark results"):
         summary_plot({})
+
+
+ABSENT_ON_A_GPU_HOST = ("chromadb", "langchain", "langchain_core", "langchain_chroma", "gradio",
+                        "fastapi", "uvicorn", "pydantic")
+IMPORT_BLOCKER = f"""
+import importlib.abc
+import sys
+
+
+class Absent(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {ABSENT_ON_A_GPU_HOST!r}:
+            raise ImportError(name + " is not installed on a bare GPU host")
+
+
+sys.meta_path.insert(0, Absent())
+"""
+
+
+def test_the_gpu_script_runs_the_model_benchmarks_without_the_serving_stack(tmp_path):
+    # the GPU host has torch, transformers and peft but not the app's Chroma/LangChain/Gradio
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(IMPORT_BLOCKER)
+    env = os.environ | {"PYTHONPATH": str(site), "PYTHON": sys.executable, "DEVICE": "cpu",
+                        "SHAPE": "tiny", "BATCH": "2", "BENCH_FLAGS": "--quick --rounds 1"}
+    blocked = subprocess.run([sys.executable, "-c", "import chromadb"], env=env,
+                             capture_output=True, text=True)
+    assert "not installed on a bare GPU host" in blocked.stderr
+    out = tmp_path / "results"
+    run = subprocess.run(["bash", str(ROOT / "benchmarks" / "cuda.sh"), str(out)], env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert {"switching-cpu.json", "mixed_batch-cpu.json", "scale-cpu.json",
+            "summary-cpu.png"} <= {p.name for p in out.iterdir()}
+    log = (out / "bench-cpu.log").read_text()
+    assert "== scale" in log and "failed" not in log and "transformers" in log
