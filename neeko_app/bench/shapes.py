@@ -106,12 +106,13 @@ def bench_models(options: ModelOptions, characters: int, rank: int = 8,
     plain = copy.deepcopy(base) if with_plain_twin else None
     neeko = NeekoModel(base, MoeLoraConfig(rank=rank, alpha=2.0 * rank), key_dim=KEY_DIM)
     names = [f"char{i:04d}" for i in range(characters)]
-    generator = torch.Generator().manual_seed(seed)
-    neeko.add_blocks(names, torch.randn(characters, KEY_DIM, generator=generator), seed=seed)
+    keys = torch.randn(characters, KEY_DIM, generator=torch.Generator().manual_seed(seed))
+    # drawn on the model's device: a thousand 7B-shaped blocks take minutes on one CPU thread
+    neeko.add_blocks(names, keys, seed=seed, draw_on=base.device)
+    generator = torch.Generator(device=base.device).manual_seed(seed)
     for _, layer in neeko.lora_layers():  # fresh blocks have B = 0: make them do something
-        noise = torch.empty(layer.lora_BT.shape, dtype=torch.float32).normal_(
-            0, 0.02, generator=generator)
-        layer.lora_BT.copy_(noise.to(layer.lora_BT))
+        noise = torch.empty(layer.lora_BT.shape, dtype=torch.float32, device=base.device)
+        layer.lora_BT.copy_(noise.normal_(0, 0.02, generator=generator).to(layer.lora_BT))
     neeko.to(base.device)
     return BenchModels(neeko.eval(), names, plain)
 

@@ -48,7 +48,8 @@ class MoeLoraLinear(nn.Module):
 
     def add_blocks(self, count: int, generator: torch.Generator | None = None) -> None:
         """Append `count` fresh blocks: A Kaiming-uniform, B zero (so they start as a no-op)."""
-        new_a = torch.empty(count, self.rank, self.in_features)
+        new_a = torch.empty(count, self.rank, self.in_features,
+                            device=generator.device if generator is not None else "cpu")
         bound = 1.0 / math.sqrt(self.in_features)  # kaiming_uniform_ with a=sqrt(5)
         new_a.uniform_(-bound, bound, generator=generator)
         new_a = new_a.to(self.lora_A)
