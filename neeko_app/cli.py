@@ -148,7 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="character ids (default: every character with a trained block)")
     heldout.add_argument("--limit", type=_positive_int, help="held-out conversations per character")
     heldout.add_argument("--batch-size", type=_positive_int, default=8)
-    heldout.add_argument("--max-new-tokens", type=_positive_int, default=64)
+    heldout.add_argument("--max-new-tokens", type=_positive_int,
+                         help="reply length cap (default: 64 greedy, the chat app's with --sample)")
+    heldout.add_argument("--sample", action="store_true",
+                         help="decode like the chat app (temperature, top-p) instead of greedy; "
+                              "reply k uses seed SEED+k")
+    heldout.add_argument("--seed", type=int, default=0, help="first seed with --sample")
     heldout.add_argument("--systems", nargs="+", choices=HELDOUT_SYSTEMS,
                          default=list(HELDOUT_DEFAULT_SYSTEMS))
     heldout.add_argument("--no-perplexity", action="store_true")

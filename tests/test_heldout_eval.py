@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from neeko_app.characters.registry import discover_characters
+from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.prompt import character_header
 from neeko_app.chat.reply import end_cleanly
 from neeko_app.cli import main
 from neeko_app.config import Settings
+from neeko_app.evaluation.cli_heldout import heldout_decoding
 from neeko_app.evaluation.heldout import (
     HeldoutOptions,
     format_report,
@@ -106,8 +108,34 @@ def test_the_written_system_scores_the_held_out_replies_themselves(trained_setti
                                                  for _ in range(4)]
     assert [a.question for a in report.answers[:2]] == ["Tell me something, number 0.",
                                                         "Tell me something, number 1."]
-    # each speaker's words are nearest their own profile: the data is perfectly separable
+    # each speaker's words are nearest their own profile and their own training replies:
+    # the data is perfectly separable; a written reply always ends its turn
     assert report.accuracy("written") == 1.0
+    assert report.accuracy("written", by_training_lines=True) == 1.0
+    assert report.ended_turn_rate("written") == 1.0
+
+
+def test_a_reply_cut_by_the_length_cap_did_not_end_its_turn(trained_settings):
+    runtime = load_runtime(trained_settings, report=lambda _: None)
+    options = HeldoutOptions(perplexity=False, systems=("blocks",),
+                             decoding=DecodingSettings(max_new_tokens=1, temperature=0.0))
+    report = run_heldout_evaluation(runtime, ["miller", "sailor"], options)
+    assert report.ended_turn_rate("blocks") == 0.0
+    assert "| end their turn before the length cap | 0.00 |" in format_report(report)
+
+
+def test_sampled_replies_repeat_with_their_seed_and_change_with_another(trained_settings):
+    runtime = load_runtime(trained_settings, report=lambda _: None)
+
+    def replies(seed: int) -> list[str]:
+        options = HeldoutOptions(perplexity=False, systems=("blocks",),
+                                 decoding=heldout_decoding(True, 8, seed))
+        return [a.reply for a in run_heldout_evaluation(runtime, ["miller", "sailor"],
+                                                        options).answers]
+
+    first = replies(3)
+    assert replies(3) == first
+    assert replies(4) != first
 
 
 def test_diagonal_check_flags_a_row_won_by_another_block():
@@ -182,6 +210,10 @@ def test_cli_writes_the_report(trained_settings, tmp_path, capsys):
                                                   "written"}
     assert set(report["copy_rate_8_words"]) == set(report["role_identification"])
     assert set(report["first_person_rate"]) == set(report["role_identification"])
+    assert set(report["ended_turn_rate"]) == set(report["role_identification"])
+    assert set(report["role_identification_by_training_lines"]) == set(
+        report["role_identification"])
+    assert report["decoding"]["temperature"] == 0.0 and report["decoding"]["max_new_tokens"] == 8
     with_memory = [a for a in report["answers"] if a["system"] == "blocks+memory"]
     assert all(a["copied_words"] >= 0 for a in with_memory)
     # 8 tokens cut every reply short: each is scored as the app keeps it, to a sentence end

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from tqdm import tqdm
 
@@ -32,6 +33,14 @@ class StageBars:
             self.bar.close()
 
 
+def heldout_decoding(sample: bool, max_new_tokens: int | None, seed: int) -> DecodingSettings:
+    """Greedy with a 64-token cap, or with `sample` the chat app's decoding from `seed`."""
+    if sample:
+        chat = DecodingSettings(seed=seed)
+        return replace(chat, max_new_tokens=max_new_tokens or chat.max_new_tokens)
+    return DecodingSettings(max_new_tokens=max_new_tokens or 64, temperature=0.0)
+
+
 def run_heldout_command(settings: Settings, args: argparse.Namespace) -> int:
     """Evaluate the chosen characters (default: all with a trained block) and print a report."""
     runtime = load_runtime(settings)
@@ -41,7 +50,7 @@ def run_heldout_command(settings: Settings, args: argparse.Namespace) -> int:
     options = HeldoutOptions(
         limit=args.limit, batch_size=args.batch_size, perplexity=not args.no_perplexity,
         systems=tuple(args.systems),
-        decoding=DecodingSettings(max_new_tokens=args.max_new_tokens, temperature=0.0))
+        decoding=heldout_decoding(args.sample, args.max_new_tokens, args.seed))
     bars = StageBars()
     characters = [runtime.character(slug) for slug in slugs]
     with evaluation_memory(options.systems, characters) as memory:

@@ -2,16 +2,21 @@
 
 The systems of `evaluation.systems` answer the held-out questions. Each reply also records
 the longest word run it copies from its prompt, since a reply that recites its profile is
-identified easily but is not role-play, and whether it speaks in the first person (as the
-character, not about them). The `written` system is the held-out set's own replies, scored
-the same way: what a block that imitated its data perfectly would score.
+identified easily but is not role-play, whether it speaks in the first person (as the
+character, not about them), and whether it ended its turn before the length cap. Each reply
+is identified twice: against the profiles (the issue's measure) and against the mean of
+each character's training replies. The `written` system is the held-out set's own replies,
+scored the same way: what a block that imitated its data perfectly would score.
+
+Decoding is greedy by default (reproducible); `HeldoutOptions.decoding` with a temperature
+and a seed samples like the chat app, reply k with seed `seed + k`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
@@ -23,7 +28,11 @@ from neeko_app.evaluation import HELDOUT_DEFAULT_SYSTEMS, WRITTEN
 from neeko_app.evaluation.overlap import COPY_WORDS, longest_shared_run
 from neeko_app.evaluation.perplexity import diagonal_is_row_minimum, perplexity_matrix
 from neeko_app.evaluation.report import PerplexityMatrix, perplexity_markdown
-from neeko_app.evaluation.role_identification import identify, profile_embedding
+from neeko_app.evaluation.role_identification import (
+    identify,
+    profile_embedding,
+    training_lines_embedding,
+)
 from neeko_app.evaluation.systems import system_request
 from neeko_app.evaluation.voice import speaks_in_first_person
 from neeko_app.memory import MemoryStore
@@ -51,8 +60,23 @@ class Answer:
     system: str
     question: str
     reply: str
-    identified_as: str | None
+    identified_as: str | None  # nearest profile
+    identified_by_lines: str | None  # nearest mean of training replies
     copied_words: int  # longest word run the reply shares with its prompt's header
+    ended_turn: bool  # False: cut by the length cap
+
+
+@dataclass(frozen=True)
+class CharacterVectors:
+    """One unit vector per evaluated character for each way of identifying a reply."""
+
+    profiles: torch.Tensor
+    training_lines: torch.Tensor
+
+    @classmethod
+    def of(cls, characters: Sequence[Character]) -> CharacterVectors:
+        return cls(torch.stack([profile_embedding(c) for c in characters]),
+                   torch.stack([training_lines_embedding(c) for c in characters]))
 
 
 @dataclass
@@ -60,13 +84,18 @@ class HeldoutReport:
     characters: list[str]
     perplexity: list[list[float]] | None = None
     answers: list[Answer] = field(default_factory=list)
+    decoding: dict = field(default_factory=dict)
     seconds: float = 0.0
 
-    def accuracy(self, system: str, character: str | None = None) -> float:
-        """Share of `system`'s replies identified as their own character."""
+    def accuracy(self, system: str, character: str | None = None,
+                 by_training_lines: bool = False) -> float:
+        """Share of `system`'s replies identified as their own character (nearest profile,
+        or nearest mean of training replies)."""
         picked = [a for a in self.answers
                   if a.system == system and character in (None, a.character)]
-        return sum(a.identified_as == a.character for a in picked) / max(1, len(picked))
+        hits = sum((a.identified_by_lines if by_training_lines else a.identified_as)
+                   == a.character for a in picked)
+        return hits / max(1, len(picked))
 
     def copy_rate(self, system: str) -> float:
         """Share of `system`'s replies that copy COPY_WORDS or more words from the prompt."""
@@ -78,6 +107,19 @@ class HeldoutReport:
         picked = [a.reply for a in self.answers if a.system == system]
         return sum(map(speaks_in_first_person, picked)) / max(1, len(picked))
 
+    def ended_turn_rate(self, system: str) -> float:
+        """Share of `system`'s replies that ended their turn before the length cap."""
+        picked = [a.ended_turn for a in self.answers if a.system == system]
+        return sum(picked) / max(1, len(picked))
+
+    def accuracy_table(self, by_training_lines: bool) -> dict[str, dict[str, float]]:
+        """Per system: overall accuracy and each character's."""
+        systems = sorted({a.system for a in self.answers})
+        return {system: {"overall": self.accuracy(system, None, by_training_lines),
+                         **{c: self.accuracy(system, c, by_training_lines)
+                            for c in self.characters}}
+                for system in systems}
+
     def to_dict(self) -> dict:
         systems = sorted({a.system for a in self.answers})
         return {
@@ -85,12 +127,12 @@ class HeldoutReport:
             "perplexity": self.perplexity,
             "diagonal_is_row_minimum": (diagonal_is_row_minimum(torch.tensor(self.perplexity))
                                         if self.perplexity else None),
-            "role_identification": {
-                system: {"overall": self.accuracy(system),
-                         **{c: self.accuracy(system, c) for c in self.characters}}
-                for system in systems},
+            "role_identification": self.accuracy_table(by_training_lines=False),
+            "role_identification_by_training_lines": self.accuracy_table(by_training_lines=True),
             f"copy_rate_{COPY_WORDS}_words": {s: self.copy_rate(s) for s in systems},
             "first_person_rate": {s: self.first_person_rate(s) for s in systems},
+            "ended_turn_rate": {s: self.ended_turn_rate(s) for s in systems},
+            "decoding": self.decoding,
             "seconds": self.seconds,
             "answers": [vars(a) for a in self.answers],
         }
@@ -113,47 +155,61 @@ def _openers(heldout: dict[Character, list[Conversation]]
 
 
 def _scored(heldout: dict[Character, list[Conversation]], system: str, replies: list[str],
-            copied: list[int], profiles: torch.Tensor) -> list[Answer]:
-    """One answer per opener of `heldout`: its reply identified against `profiles`."""
+            copied: list[int], ended: list[bool], vectors: CharacterVectors) -> list[Answer]:
+    """One answer per opener of `heldout`: its reply identified against `vectors`."""
     slugs = [c.slug for c in heldout]
-    return [Answer(c.slug, system, conversation.turns[0].text, reply,
-                   slugs[k] if k >= 0 else None, words)
-            for (c, conversation), reply, k, words
-            in zip(_openers(heldout), replies, identify(replies, profiles), copied,
+
+    def named(indices: list[int]) -> list[str | None]:
+        return [slugs[k] if k >= 0 else None for k in indices]
+
+    return [Answer(c.slug, system, conversation.turns[0].text, reply, by_profile, by_lines,
+                   words, ended_turn)
+            for (c, conversation), reply, by_profile, by_lines, words, ended_turn
+            in zip(_openers(heldout), replies, named(identify(replies, vectors.profiles)),
+                   named(identify(replies, vectors.training_lines)), copied, ended,
                    strict=True)]
 
 
 def _written_answers(heldout: dict[Character, list[Conversation]],
-                     profiles: torch.Tensor) -> list[Answer]:
+                     vectors: CharacterVectors) -> list[Answer]:
     """The held-out set's own first reply to each opening question, identified like a
-    generated one (it copies nothing: it has no prompt)."""
+    generated one (it copies nothing: it has no prompt; it always ends its turn)."""
     replies = [next(t.text for t in conversation.turns if t.role == "character")
                for _, conversation in _openers(heldout)]
-    return _scored(heldout, WRITTEN, replies, [0] * len(replies), profiles)
+    return _scored(heldout, WRITTEN, replies, [0] * len(replies), [True] * len(replies),
+                   vectors)
+
+
+def _decoding_of_reply(decoding: DecodingSettings, k: int) -> DecodingSettings:
+    """Reply k's decoding: its own seed when sampling with one, so every reply differs and
+    the whole run repeats."""
+    return decoding if decoding.seed is None else replace(decoding, seed=decoding.seed + k)
 
 
 def _answer_all(runtime: Runtime, heldout: dict[Character, list[Conversation]],
-                profiles: torch.Tensor, system: str, options: HeldoutOptions,
+                vectors: CharacterVectors, system: str, options: HeldoutOptions,
                 progress: ProgressCallback, memory: MemoryStore | None) -> list[Answer]:
     """Every held-out opening question answered by `system`, batched across characters;
-    each reply identified against `profiles` (one row per character of `heldout`)."""
+    each reply identified against `vectors` (one row per character of `heldout`)."""
     openers = _openers(heldout)
     headers, requests = zip(*(system_request(system, runtime, character, [],
                                              conversation.turns[0].text, memory,
-                                             options.decoding)
-                              for character, conversation in openers), strict=True)
+                                             _decoding_of_reply(options.decoding, k))
+                              for k, (character, conversation) in enumerate(openers)),
+                            strict=True)
     scheduler = BatchScheduler(runtime.model, runtime.base.tokenizer,
                                max_batch=options.batch_size)
     try:
-        replies = []
+        replies, ended = [], []
         for stream in scheduler.submit_many(requests):
             replies.append(kept_text("".join(stream).strip(), stream.finish_reason))
+            ended.append(stream.finish_reason != "length")
             progress(f"replies ({system})", len(replies), len(openers))
     finally:
         scheduler.close()
     copied = [longest_shared_run(reply, header)
               for reply, header in zip(replies, headers, strict=True)]
-    return _scored(heldout, system, replies, copied, profiles)
+    return _scored(heldout, system, replies, copied, ended, vectors)
 
 
 def run_heldout_evaluation(
@@ -165,7 +221,7 @@ def run_heldout_evaluation(
     (`memory`, holding the characters' knowledge, is needed for the blocks+memory system)."""
     started = time.perf_counter()
     characters = [runtime.character(slug) for slug in slugs]
-    report = HeldoutReport([c.slug for c in characters])
+    report = HeldoutReport([c.slug for c in characters], decoding=asdict(options.decoding))
     heldout = {c: heldout_conversations(c, options.limit) for c in characters}
     if options.perplexity:
         missing = [c.slug for c in characters if c.slug not in runtime.model.block_names]
@@ -186,10 +242,10 @@ def run_heldout_evaluation(
                                    tokenizer.pad_token_id, options.batch_size, tick)
         report.perplexity = matrix.tolist()
     if options.systems:
-        profiles = torch.stack([profile_embedding(c) for c in characters])
+        vectors = CharacterVectors.of(characters)
         for system in options.systems:
-            report.answers += (_written_answers(heldout, profiles) if system == WRITTEN else
-                               _answer_all(runtime, heldout, profiles, system, options,
+            report.answers += (_written_answers(heldout, vectors) if system == WRITTEN else
+                               _answer_all(runtime, heldout, vectors, system, options,
                                            progress, memory))
     report.seconds = time.perf_counter() - started
     return report
@@ -202,15 +258,22 @@ def format_report(report: HeldoutReport) -> str:
     if report.perplexity:
         lines.append(perplexity_markdown(PerplexityMatrix(names, report.perplexity)))
     systems = sorted({a.system for a in report.answers})
-    if systems:
-        lines += ["Role identification accuracy (reply nearest its own profile)", "",
-                  "| character | " + " | ".join(systems) + " |", "|---" * (len(systems) + 1)
-                  + "|"]
-        for name in [*names, None]:
-            cells = [f"{report.accuracy(s, name):.2f}" for s in systems]
-            lines.append(f"| {name or '**overall**'} | " + " | ".join(cells) + " |")
-        cells = [f"{report.copy_rate(s):.2f}" for s in systems]
-        lines.append(f"| copies ≥{COPY_WORDS} words of its prompt | " + " | ".join(cells) + " |")
-        cells = [f"{report.first_person_rate(s):.2f}" for s in systems]
-        lines.append("| speaks in the first person | " + " | ".join(cells) + " |")
+    if not systems:
+        return "\n".join(lines)
+
+    def row(label: str, values: Iterable[float]) -> str:
+        return f"| {label} | " + " | ".join(f"{v:.2f}" for v in values) + " |"
+
+    def head(first: str) -> list[str]:
+        return [f"| {first} | " + " | ".join(systems) + " |", "|---" * (len(systems) + 1) + "|"]
+
+    for title, by_lines in (("reply nearest its own profile", False),
+                            ("reply nearest the mean of its own training replies", True)):
+        lines += ["", f"Role identification accuracy ({title})", "", *head("character")]
+        lines += [row(name or "**overall**", (report.accuracy(s, name, by_lines)
+                                              for s in systems)) for name in [*names, None]]
+    lines += ["", "Share of replies that", "", *head("measure"),
+              row(f"copy ≥{COPY_WORDS} words of their prompt", map(report.copy_rate, systems)),
+              row("speak in the first person", map(report.first_person_rate, systems)),
+              row("end their turn before the length cap", map(report.ended_turn_rate, systems))]
     return "\n".join(lines)

@@ -1,4 +1,9 @@
-"""Role identification: is a reply closer to its own character's profile than to the others?"""
+"""Role identification: is a reply closer to its own character than to the others?
+
+The issue's measure compares a reply with each character's profile. A second measure,
+reported beside it, compares it with the mean of each character's training replies: how
+the character talks rather than what its biography says.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from neeko_app.characters.card import Character
+from neeko_app.characters.card import DIALOGUES_FILE, Character
 from neeko_app.embedding import embed_texts
 from neeko_app.memory.chunks import profile_chunks
+from neeko_app.training.data import load_dialogues
 
 
 def profile_embedding(character: Character) -> torch.Tensor:
@@ -22,8 +28,18 @@ def profile_embedding(character: Character) -> torch.Tensor:
     return F.normalize(vectors.mean(0), dim=0)
 
 
+def training_lines_embedding(character: Character) -> torch.Tensor:
+    """Unit vector for a character: the mean MiniLM embedding of its training replies."""
+    lines = [turn.text for conversation in load_dialogues(character.folder / DIALOGUES_FILE)
+             for turn in conversation.turns if turn.role == "character"]
+    if not lines:
+        raise ValueError(f"{character.slug} has no training replies to compare with")
+    return F.normalize(embed_texts(lines).mean(0), dim=0)
+
+
 def identify(replies: Sequence[str], profiles: torch.Tensor) -> list[int]:
-    """Index of the nearest profile (rows of `profiles`) for each reply; -1 for an empty one."""
+    """Index of the nearest row of `profiles` (one unit vector per character) for each
+    reply; -1 for an empty one."""
     predicted = [-1] * len(replies)
     spoken = [k for k, reply in enumerate(replies) if reply.strip()]
     if spoken:
