@@ -109,7 +109,7 @@ def bench_models(options: ModelOptions, characters: int, rank: int = 8,
     keys = torch.randn(characters, KEY_DIM, generator=torch.Generator().manual_seed(seed))
     # drawn on the model's device: a thousand 7B-shaped blocks take minutes on one CPU thread
     neeko.add_blocks(names, keys, seed=seed, draw_on=base.device)
-    generator = torch.Generator(device=base.device).manual_seed(seed)
+    generator = torch.Generator(device=base.device).manual_seed(seed + 1)  # not A's stream
     for _, layer in neeko.lora_layers():  # fresh blocks have B = 0: make them do something
         noise = torch.empty(layer.lora_BT.shape, dtype=torch.float32, device=base.device)
         layer.lora_BT.copy_(noise.normal_(0, 0.02, generator=generator).to(layer.lora_BT))

@@ -29,7 +29,7 @@ from neeko_app.evaluation.overlap import COPY_WORDS, longest_shared_run
 from neeko_app.evaluation.perplexity import diagonal_is_row_minimum, perplexity_matrix
 from neeko_app.evaluation.report import PerplexityMatrix, perplexity_markdown
 from neeko_app.evaluation.role_identification import (
-    identify,
+    identify_each,
     profile_embedding,
     training_lines_embedding,
 )
@@ -162,11 +162,11 @@ def _scored(heldout: dict[Character, list[Conversation]], system: str, replies: 
     def named(indices: list[int]) -> list[str | None]:
         return [slugs[k] if k >= 0 else None for k in indices]
 
-    return [Answer(c.slug, system, conversation.turns[0].text, reply, by_profile, by_lines,
+    by_profile, by_lines = identify_each(replies, [vectors.profiles, vectors.training_lines])
+    return [Answer(c.slug, system, conversation.turns[0].text, reply, profile, lines,
                    words, ended_turn)
-            for (c, conversation), reply, by_profile, by_lines, words, ended_turn
-            in zip(_openers(heldout), replies, named(identify(replies, vectors.profiles)),
-                   named(identify(replies, vectors.training_lines)), copied, ended,
+            for (c, conversation), reply, profile, lines, words, ended_turn
+            in zip(_openers(heldout), replies, named(by_profile), named(by_lines), copied, ended,
                    strict=True)]
 
 

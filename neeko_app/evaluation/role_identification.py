@@ -40,11 +40,17 @@ def training_lines_embedding(character: Character) -> torch.Tensor:
 def identify(replies: Sequence[str], profiles: torch.Tensor) -> list[int]:
     """Index of the nearest row of `profiles` (one unit vector per character) for each
     reply; -1 for an empty one."""
-    predicted = [-1] * len(replies)
+    return identify_each(replies, [profiles])[0]
+
+
+def identify_each(replies: Sequence[str], references: Sequence[torch.Tensor]) -> list[list[int]]:
+    """`identify` against each of `references`, embedding the replies once."""
+    predicted = [[-1] * len(replies) for _ in references]
     spoken = [k for k, reply in enumerate(replies) if reply.strip()]
     if spoken:
         vectors = embed_texts([replies[k] for k in spoken])
-        nearest = (vectors @ profiles.T).argmax(-1).tolist()
-        for k, index in zip(spoken, nearest, strict=True):
-            predicted[k] = index
+        for row, reference in zip(predicted, references, strict=True):
+            for k, index in zip(spoken, (vectors @ reference.T).argmax(-1).tolist(),
+                                strict=True):
+                row[k] = index
     return predicted
