@@ -15,7 +15,7 @@ from neeko_app.evaluation import (
     HELDOUT_DEFAULT_SYSTEMS,
     HELDOUT_SYSTEMS,
 )
-from neeko_app.training.trainer import TrainingConfig
+from neeko_app.training.trainer import EXPANSION_TRAINING, TrainingConfig
 
 
 def _checked(kind: Callable[[str], float], text: str, ok: Callable[[float], bool],
@@ -54,14 +54,18 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", help="model cache (default: ~/.cache/neeko-app)")
 
 
-def _add_training_flags(parser: argparse.ArgumentParser) -> None:
-    defaults = TrainingConfig()
+def _add_training_flags(parser: argparse.ArgumentParser, defaults: TrainingConfig) -> None:
     parser.add_argument("--epochs", type=_positive_int, default=defaults.epochs)
-    parser.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size)
+    parser.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size,
+                        help=f"conversations per step (default {defaults.batch_size})")
     parser.add_argument("--lr", type=_positive_float, default=defaults.lr)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--max-tokens", type=_positive_int, default=defaults.max_tokens,
                         help="longest training conversation, in tokens")
+    parser.add_argument("--with-knowledge", type=_non_negative_int, default=defaults.knowledge_k,
+                        metavar="K", help="put the K knowledge chunks the chat app's memory "
+                        "retrieves for each conversation's first question into its header "
+                        "(default 0: the short header only; raise --max-tokens with it)")
     parser.add_argument("--keep-best-epoch", action="store_true",
                         help="each block ends with the epoch of its lowest held-out loss "
                              "(characters with a heldout.jsonl; default: the last epoch)")
@@ -88,7 +92,8 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
 def _training_config(args: argparse.Namespace) -> TrainingConfig:
     return TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           seed=args.seed, max_tokens=args.max_tokens,
-                          keep_best_epoch=args.keep_best_epoch)
+                          keep_best_epoch=args.keep_best_epoch,
+                          knowledge_k=args.with_knowledge)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -113,14 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--mix", action="store_true",
                        help="train the LoRA-mix baseline instead: one block on all their "
                             "dialogues (for `neeko eval --systems lora-mix`)")
-    _add_training_flags(train)
+    _add_training_flags(train, TrainingConfig())
     _add_model_flags(train)
 
     add = commands.add_parser("add-character", help="add a character folder to the app")
     add.add_argument("path", help="folder with character.json (+ dialogues.jsonl for expansion)")
     add.add_argument("--mode", choices=["fusion", "expansion"], default="fusion",
                      help="fusion: no training, mix existing blocks; expansion: train a new block")
-    _add_training_flags(add)
+    _add_training_flags(add, EXPANSION_TRAINING)
     _add_model_flags(add)
 
     characters = commands.add_parser("characters", help="list characters and their state")

@@ -154,8 +154,16 @@ def test_the_scripts_can_be_put_to_some_characters_only(runtime, tmp_path, capsy
     flags = [str(script), "--base-model", "tiny", "--characters-dir",
              str(settings.characters_dir), "--cache-dir", str(settings.cache_dir),
              "--systems", "blocks", "--max-new-tokens", "4", "--out", str(tmp_path / "out")]
-    assert main(["eval", *flags, "--characters", "newton"]) == 0
+    ada_lines = settings.characters_dir / "ada" / "dialogues.jsonl"
+    ada_lines.write_text(json.dumps({"turns": [{"role": "user", "text": "Hi?"},
+                                               {"role": "character", "text": "Hello."}]}))
+    try:
+        assert main(["eval", *flags, "--characters", "newton"]) == 0
+    finally:
+        ada_lines.unlink()
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert set(results["scores"]["blocks"]) == {"overall", "newton"}
+    # told apart from every character with dialogues, not only from the ones asked
+    assert results["meta"]["identified_among"] == ["newton", "ada"]
     assert main(["eval", *flags, "--characters", "nobody"]) == 2
     assert "no script puts questions to nobody" in capsys.readouterr().err

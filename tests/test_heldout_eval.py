@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,7 @@ from neeko_app.evaluation.voice import speaks_in_first_person
 from neeko_app.memory import MemoryStore
 from neeko_app.memory.knowledge import index_characters
 from neeko_app.runtime import load_runtime
+from neeko_app.storage import atomic_save_tensors
 from neeko_app.training.data import character_examples, collate, load_dialogues
 from neeko_app.training.loop import reply_loss
 from neeko_app.training.trainer import TrainingConfig
@@ -38,20 +41,22 @@ SHIPPED = Path(__file__).resolve().parents[1] / "characters"
 WORDS = {"miller": "flour wheel grain", "sailor": "wave rope anchor"}
 
 
-def write_speaker(root: Path, slug: str) -> None:
-    """A character who always talks about the same three words (easy to tell apart)."""
+def write_speaker(root: Path, slug: str, talks_like: str | None = None) -> None:
+    """A character who always talks about the same three words (easy to tell apart); with
+    `talks_like`, one whose lines are that other character's words."""
+    words = WORDS[talks_like or slug]
     folder = root / slug
     folder.mkdir()
     card = {"name": slug.title(), "slug": slug, "description": f"a {slug}.",
             "personality": "plain", "scenario": "A village.", "greeting": "Hello.",
-            "example_lines": [WORDS[slug]]}
+            "example_lines": [words]}
     (folder / "character.json").write_text(json.dumps(card))
-    (folder / "profile.md").write_text(f"# {slug}\n\nA {slug} who speaks of {WORDS[slug]}.\n")
-    for name, count in (("dialogues.jsonl", 24), ("heldout.jsonl", 4)):
-        rows = [{"id": f"{slug}-{name}-{i}", "turns": [
+    (folder / "profile.md").write_text(f"# {slug}\n\nA {slug} who speaks of {words}.\n")
+    for file, count in (("dialogues.jsonl", 24), ("heldout.jsonl", 4)):
+        rows = [{"id": f"{slug}-{file}-{i}", "turns": [
             {"role": "user", "text": f"Tell me something, number {i}."},
-            {"role": "character", "text": f"{WORDS[slug]} {WORDS[slug]}."}]} for i in range(count)]
-        (folder / name).write_text("\n".join(json.dumps(r) for r in rows))
+            {"role": "character", "text": f"{words} {words}."}]} for i in range(count)]
+        (folder / file).write_text("\n".join(json.dumps(r) for r in rows))
 
 
 @pytest.fixture(scope="module")
@@ -218,3 +223,19 @@ def test_cli_writes_the_report(trained_settings, tmp_path, capsys):
     assert all(a["copied_words"] >= 0 for a in with_memory)
     # 8 tokens cut every reply short: each is scored as the app keeps it, to a sentence end
     assert all(end_cleanly(a["reply"]) == a["reply"] for a in report["answers"] if a["reply"])
+
+
+def test_one_character_is_told_apart_from_the_whole_library(trained_settings, tmp_path):
+    characters = tmp_path / "characters"
+    shutil.copytree(trained_settings.characters_dir, characters)
+    write_speaker(characters, "imposter", talks_like="sailor")
+    (characters / "imposter" / "profile.md").write_text("# imposter\n\nA quiet clerk of ink.\n")
+    atomic_save_tensors(characters / "imposter" / "role.safetensors", {"role": torch.randn(384)})
+    runtime = load_runtime(dataclasses.replace(trained_settings, characters_dir=characters),
+                           report=lambda _: None)
+    report = run_heldout_evaluation(runtime, ["imposter"],
+                                    HeldoutOptions(perplexity=False, systems=("written",)))
+    assert report.identified_among == ["imposter", "miller", "sailor"]
+    assert {a.identified_as for a in report.answers} == {"sailor"}  # not a race of one
+    assert report.to_dict()["role_identification"]["written"]["overall"] == 0.0
+    assert "among imposter, miller, sailor" in format_report(report)

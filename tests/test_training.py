@@ -18,6 +18,7 @@ from neeko_app.config import Settings
 from neeko_app.evaluation.systems import MIX_BLOCK
 from neeko_app.model.tiny import tiny_tokenizer
 from neeko_app.runtime import load_runtime
+from neeko_app.training import workflows
 from neeko_app.training.baselines import load_lora_mix, mix_block_path
 from neeko_app.training.data import (
     IGNORE,
@@ -27,6 +28,7 @@ from neeko_app.training.data import (
     tokenize_conversation,
 )
 from neeko_app.training.trainer import (
+    EXPANSION_TRAINING,
     TrainingCancelled,
     TrainingConfig,
     discard_checkpoint,
@@ -336,3 +338,23 @@ def test_an_add_of_the_same_id_in_another_process_is_refused(library, tmp_path):
         holder.kill()
         holder.wait()
     assert add_character(library, source, "fusion").slug == "smith"  # released by the kill
+
+
+def test_a_block_trained_alone_takes_smaller_batches_than_pretraining(library, tmp_path,
+                                                                      monkeypatch):
+    batch_sizes = {}
+    real_run = workflows.run_training
+
+    def spy(model, examples, trainable, config, *rest):
+        batch_sizes[tuple(trainable)] = config.batch_size
+        return real_run(model, examples, trainable, config, *rest)
+
+    monkeypatch.setattr(workflows, "run_training", spy)
+    flags = ["--base-model", "tiny", "--device", "cpu", "--epochs", "1", "--characters-dir",
+             str(library.characters_dir), "--cache-dir", str(library.cache_dir)]
+    assert main(["train", "baker", "sailor", *flags]) == 0
+    source = write_character(tmp_path / "incoming", "smith", "iron")
+    assert main(["add-character", str(source), "--mode", "expansion", *flags]) == 0
+    assert batch_sizes == {("baker", "sailor"): TrainingConfig().batch_size,
+                           ("smith",): EXPANSION_TRAINING.batch_size}
+    assert EXPANSION_TRAINING.batch_size < TrainingConfig().batch_size

@@ -38,7 +38,12 @@ from neeko_app.memory.knowledge import index_characters
 from neeko_app.memory.store import CONVERSATION_COLLECTION
 from neeko_app.runtime import Runtime, load_runtime
 from neeko_app.training.cli_progress import ProgressBar
-from neeko_app.training.trainer import Progress, TrainingCancelled, TrainingConfig
+from neeko_app.training.trainer import (
+    EXPANSION_TRAINING,
+    Progress,
+    TrainingCancelled,
+    TrainingConfig,
+)
 from neeko_app.training.workflows import TrainingJob, add_character
 
 QUESTIONS = ["Tell me about the hardest year of your life.",
@@ -58,7 +63,7 @@ class EndToEndOptions:
     sessions: tuple[int, ...] = (1, 4, 8)
     expansion_exchanges: int = 200
     expansion_steps: int | None = None  # stop after this many steps and project the rest
-    training: TrainingConfig = TrainingConfig()  # the app's defaults
+    training: TrainingConfig = EXPANSION_TRAINING  # what the wizard trains with
     memory_sizes: tuple[int, ...] = (1_000, 10_000, 100_000)
     queries: int = 50
 

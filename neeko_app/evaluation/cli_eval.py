@@ -22,7 +22,7 @@ from neeko_app.evaluation.incremental import (
 )
 from neeko_app.evaluation.judge import Judge, judge_replies
 from neeko_app.evaluation.report import PerplexityMatrix, write_report
-from neeko_app.evaluation.role_identification import profile_embedding
+from neeko_app.evaluation.role_identification import identification_cast, profile_embedding
 from neeko_app.evaluation.runner import ReplyLog, ScriptedReply, run_scripts
 from neeko_app.evaluation.scoring import Scores, score
 from neeko_app.evaluation.script import (
@@ -74,7 +74,8 @@ def run_eval_command(settings: Settings, args: argparse.Namespace) -> int:
         replies = run_scripts(runtime, scripts, args.systems, ReplyLog(out / "replies.jsonl"),
                               memory, decoding, args.batch_size, progress)
     evaluated = sorted({r.character for r in replies})  # those of earlier runs in --out too
-    profiles = {slug: profile_embedding(runtime.character(slug)) for slug in evaluated}
+    profiles = {c.slug: profile_embedding(c)
+                for c in identification_cast(runtime.characters, evaluated)}
     table = score(replies, profiles)
     perplexity = _perplexity(runtime, evaluated, args.perplexity, args.batch_size)
     incremental = None
@@ -92,6 +93,7 @@ def run_eval_command(settings: Settings, args: argparse.Namespace) -> int:
             "systems": list(dict.fromkeys(r.system for r in replies)),
             "base_model": runtime.base.model_id, "max_new_tokens": args.max_new_tokens,
             "turns_per_script": args.limit,
+            "identified_among": list(profiles),
             "judge": args.judge_model if args.judge_url else None,
             "seconds": round(time.perf_counter() - started, 1)}
     paths = write_report(out, table, "Scripted evaluation", meta, judged, perplexity,

@@ -29,6 +29,7 @@ from neeko_app.evaluation.overlap import COPY_WORDS, longest_shared_run
 from neeko_app.evaluation.perplexity import diagonal_is_row_minimum, perplexity_matrix
 from neeko_app.evaluation.report import PerplexityMatrix, perplexity_markdown
 from neeko_app.evaluation.role_identification import (
+    identification_cast,
     identify_each,
     profile_embedding,
     training_lines_embedding,
@@ -68,14 +69,17 @@ class Answer:
 
 @dataclass(frozen=True)
 class CharacterVectors:
-    """One unit vector per evaluated character for each way of identifying a reply."""
+    """One unit vector per character of the cast (whom a reply is told apart from) for each
+    way of identifying a reply."""
 
+    slugs: list[str]
     profiles: torch.Tensor
     training_lines: torch.Tensor
 
     @classmethod
     def of(cls, characters: Sequence[Character]) -> CharacterVectors:
-        return cls(torch.stack([profile_embedding(c) for c in characters]),
+        return cls([c.slug for c in characters],
+                   torch.stack([profile_embedding(c) for c in characters]),
                    torch.stack([training_lines_embedding(c) for c in characters]))
 
 
@@ -83,6 +87,7 @@ class CharacterVectors:
 class HeldoutReport:
     characters: list[str]
     perplexity: list[list[float]] | None = None
+    identified_among: list[str] = field(default_factory=list)
     answers: list[Answer] = field(default_factory=list)
     decoding: dict = field(default_factory=dict)
     seconds: float = 0.0
@@ -124,6 +129,7 @@ class HeldoutReport:
         systems = sorted({a.system for a in self.answers})
         return {
             "characters": self.characters,
+            "identified_among": self.identified_among,
             "perplexity": self.perplexity,
             "diagonal_is_row_minimum": (diagonal_is_row_minimum(torch.tensor(self.perplexity))
                                         if self.perplexity else None),
@@ -157,10 +163,8 @@ def _openers(heldout: dict[Character, list[Conversation]]
 def _scored(heldout: dict[Character, list[Conversation]], system: str, replies: list[str],
             copied: list[int], ended: list[bool], vectors: CharacterVectors) -> list[Answer]:
     """One answer per opener of `heldout`: its reply identified against `vectors`."""
-    slugs = [c.slug for c in heldout]
-
     def named(indices: list[int]) -> list[str | None]:
-        return [slugs[k] if k >= 0 else None for k in indices]
+        return [vectors.slugs[k] if k >= 0 else None for k in indices]
 
     by_profile, by_lines = identify_each(replies, [vectors.profiles, vectors.training_lines])
     return [Answer(c.slug, system, conversation.turns[0].text, reply, profile, lines,
@@ -242,7 +246,8 @@ def run_heldout_evaluation(
                                    tokenizer.pad_token_id, options.batch_size, tick)
         report.perplexity = matrix.tolist()
     if options.systems:
-        vectors = CharacterVectors.of(characters)
+        vectors = CharacterVectors.of(identification_cast(runtime.characters, slugs))
+        report.identified_among = vectors.slugs
         for system in options.systems:
             report.answers += (_written_answers(heldout, vectors) if system == WRITTEN else
                                _answer_all(runtime, heldout, vectors, system, options,
@@ -267,9 +272,11 @@ def format_report(report: HeldoutReport) -> str:
     def head(first: str) -> list[str]:
         return [f"| {first} | " + " | ".join(systems) + " |", "|---" * (len(systems) + 1) + "|"]
 
+    among = ", ".join(report.identified_among)
     for title, by_lines in (("reply nearest its own profile", False),
                             ("reply nearest the mean of its own training replies", True)):
-        lines += ["", f"Role identification accuracy ({title})", "", *head("character")]
+        lines += ["", f"Role identification accuracy ({title}; among {among})", "",
+                  *head("character")]
         lines += [row(name or "**overall**", (report.accuracy(s, name, by_lines)
                                               for s in systems)) for name in [*names, None]]
     lines += ["", "Share of replies that", "", *head("measure"),

@@ -7,7 +7,7 @@ the character talks rather than what its biography says.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,17 @@ from neeko_app.characters.card import DIALOGUES_FILE, Character
 from neeko_app.embedding import embed_texts
 from neeko_app.memory.chunks import profile_chunks
 from neeko_app.training.data import load_dialogues
+
+
+def identification_cast(library: Mapping[str, Character],
+                        evaluated: Sequence[str]) -> list[Character]:
+    """Whom a reply is told apart from: the evaluated characters, then every other character
+    of `library` (slug -> character) that has training dialogues. Evaluating one character
+    alone is then not a race it cannot lose."""
+    others = [character for slug, character in sorted(library.items())
+              if slug not in evaluated and character.folder is not None
+              and (character.folder / DIALOGUES_FILE).is_file()]
+    return [*(library[slug] for slug in evaluated), *others]
 
 
 def profile_embedding(character: Character) -> torch.Tensor:

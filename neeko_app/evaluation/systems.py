@@ -14,10 +14,8 @@
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 
@@ -28,7 +26,7 @@ from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.prompt import Turn, character_header, render_prompt
 from neeko_app.chat.scheduler import GenerationRequest, gate_row
 from neeko_app.memory import MemoryStore
-from neeko_app.memory.knowledge import index_characters
+from neeko_app.memory.scratch import scratch_knowledge
 from neeko_app.moelora import Gate
 from neeko_app.moelora.gate import fusion_gate
 from neeko_app.runtime import Runtime, character_role
@@ -104,12 +102,10 @@ def system_request(system: str, runtime: Runtime, character: Character,
 @contextmanager
 def evaluation_memory(systems: Sequence[str], characters: Iterable[Character]
                       ) -> Iterator[MemoryStore | None]:
-    """For blocks+memory, a fresh store holding the characters' knowledge (the user's own
-    memory stays untouched), removed afterwards; None for the other systems."""
+    """For blocks+memory, a scratch store holding the characters' knowledge (the user's own
+    memory and Chroma server stay untouched), dropped afterwards; None for the other systems."""
     if "blocks+memory" not in systems:
         yield None
         return
-    with tempfile.TemporaryDirectory(prefix="neeko-eval-memory-") as directory:
-        memory = MemoryStore.open(Path(directory))
-        index_characters(memory, characters)
+    with scratch_knowledge(characters) as memory:
         yield memory

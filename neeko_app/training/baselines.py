@@ -17,7 +17,7 @@ from neeko_app.model import load_base_model
 from neeko_app.moelora import MoeLoraConfig, NeekoModel
 from neeko_app.moelora.persistence import load_block, save_block
 from neeko_app.training.trainer import discard_checkpoint, run_training
-from neeko_app.training.workflows import TrainingJob, examples_for, heldout_examples_for
+from neeko_app.training.workflows import TrainingJob, job_examples
 
 
 def mix_block_path(settings: Settings) -> Path:
@@ -35,11 +35,8 @@ def train_lora_mix(settings: Settings, slugs: Sequence[str], job: TrainingJob | 
     model = NeekoModel(base.model, lora or MoeLoraConfig()).to(base.device)
     # a zero key: similarity 0 to every role, so fusion gates never pick this block
     model.add_blocks([MIX_BLOCK], torch.zeros(1, model.keys.shape[1]), seed=job.config.seed)
-    tokenizer, max_tokens = base.tokenizer, job.config.max_tokens
-    examples = [replace(e, block=MIX_BLOCK)
-                for e in examples_for(characters, tokenizer, max_tokens)]
-    heldout = [replace(e, block=MIX_BLOCK)
-               for e in heldout_examples_for(characters, tokenizer, max_tokens)]
+    examples, heldout = ([replace(e, block=MIX_BLOCK) for e in part]
+                         for part in job_examples(characters, base.tokenizer, job.config))
     checkpoint = settings.cache_dir / "checkpoints" / ("lora-mix-" + "-".join(sorted(slugs)))
     losses = run_training(model, examples, [MIX_BLOCK], job.config,
                           base.tokenizer.pad_token_id, checkpoint, job.on_progress,

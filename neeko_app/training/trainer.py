@@ -34,6 +34,18 @@ class TrainingConfig:
     max_tokens: int = 384
     checkpoint_every: int = 20
     keep_best_epoch: bool = False  # with held-out examples: each block keeps its best epoch
+    # knowledge chunks retrieved into each conversation's header, as the chat app adds them
+    # (0: the short header alone)
+    knowledge_k: int = 0
+
+
+# A block trained alone (expansion, the wizard) takes batches of 2. In agent pre-training
+# every block is updated at every step of the mixed run: six characters, batch 8, 2 epochs
+# give each block 322 optimiser updates. Alone at batch 8 the same data give 54, too few for
+# Caesar's block to learn where a turn ends: it gave the end of turn a probability of 0.002
+# at the true end of his held-out replies (the six pre-trained blocks 0.17-0.58) and ran
+# every chat reply to the length cap. At batch 2 (216 updates) it gives 0.78.
+EXPANSION_TRAINING = TrainingConfig(batch_size=2)
 
 
 @dataclass(frozen=True)

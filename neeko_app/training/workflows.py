@@ -40,6 +40,7 @@ from neeko_app.training.data import (
     character_examples,
     load_dialogues,
 )
+from neeko_app.training.grounding import grounded_examples
 from neeko_app.training.trainer import (
     Progress,
     TrainingConfig,
@@ -65,24 +66,35 @@ def save_role(character: Character, role: torch.Tensor) -> None:
 
 
 def examples_for(characters: Sequence[Character], tokenizer, max_tokens: int,
-                 file: str = DIALOGUES_FILE) -> list[Example]:
-    """The tokenized dialogues in `file` of `characters`, each routed to its own block."""
+                 file: str = DIALOGUES_FILE, knowledge_k: int = 0) -> list[Example]:
+    """The tokenized dialogues in `file` of `characters`, each routed to its own block;
+    with `knowledge_k`, each grounded in that many retrieved knowledge chunks."""
     examples = []
     for character in characters:
         try:
             conversations = load_dialogues(character.folder / file)
+            examples += (grounded_examples(character, conversations, tokenizer, max_tokens,
+                                           knowledge_k) if knowledge_k else
+                         character_examples(character, conversations, tokenizer, max_tokens))
         except DialogueError as err:
             raise CharacterError(f"{character.slug}: {err}") from None
-        examples += character_examples(character, conversations, tokenizer, max_tokens)
     return examples
 
 
-def heldout_examples_for(characters: Sequence[Character], tokenizer,
-                         max_tokens: int) -> list[Example]:
+def heldout_examples_for(characters: Sequence[Character], tokenizer, max_tokens: int,
+                         knowledge_k: int = 0) -> list[Example]:
     """The held-out dialogues of those `characters` that have a held-out set (a character
     made in the wizard may not): their loss is reported after every epoch."""
     with_heldout = [c for c in characters if (c.folder / HELDOUT_FILE).is_file()]
-    return examples_for(with_heldout, tokenizer, max_tokens, HELDOUT_FILE)
+    return examples_for(with_heldout, tokenizer, max_tokens, HELDOUT_FILE, knowledge_k)
+
+
+def job_examples(characters: Sequence[Character], tokenizer,
+                     config: TrainingConfig) -> tuple[list[Example], list[Example]]:
+    """The training and held-out examples a run with `config` trains and measures on."""
+    return (examples_for(characters, tokenizer, config.max_tokens,
+                         knowledge_k=config.knowledge_k),
+            heldout_examples_for(characters, tokenizer, config.max_tokens, config.knowledge_k))
 
 
 def pretrain(settings: Settings, slugs: Sequence[str], job: TrainingJob = TrainingJob(),
@@ -95,8 +107,7 @@ def pretrain(settings: Settings, slugs: Sequence[str], job: TrainingJob = Traini
     model = NeekoModel(base.model, lora).to(base.device)
     roles = [role_embedding(c.profile_text()) for c in characters]
     model.add_blocks([c.slug for c in characters], torch.stack(roles), seed=job.config.seed)
-    examples = examples_for(characters, base.tokenizer, job.config.max_tokens)
-    heldout = heldout_examples_for(characters, base.tokenizer, job.config.max_tokens)
+    examples, heldout = job_examples(characters, base.tokenizer, job.config)
     checkpoint = settings.cache_dir / "checkpoints" / ("pretrain-" + "-".join(sorted(slugs)))
     losses = run_training(model, examples, list(slugs), job.config, base.tokenizer.pad_token_id,
                           checkpoint, job.on_progress, job.should_stop, heldout)
@@ -220,8 +231,7 @@ def _expand(settings: Settings, character: Character, role: torch.Tensor, job: T
             runtime: Runtime) -> None:
     """Append a block for `character` (unless it has one), train it alone and save it."""
     model, tokenizer = runtime.model, runtime.base.tokenizer
-    examples = examples_for([character], tokenizer, job.config.max_tokens)
-    heldout = heldout_examples_for([character], tokenizer, job.config.max_tokens)
+    examples, heldout = job_examples([character], tokenizer, job.config)
     if character.slug not in model.block_names:
         model.add_blocks([character.slug], torch.stack([role]), seed=job.config.seed)
     run_training(model, examples, [character.slug], job.config, tokenizer.pad_token_id,

@@ -13,7 +13,11 @@ from neeko_app.characters.card import CharacterError
 from neeko_app.chat.engine import ChatEngine
 from neeko_app.config import Settings
 from neeko_app.training.data import DialogueError
-from neeko_app.training.trainer import Progress, TrainingCancelled, TrainingConfig
+from neeko_app.training.trainer import (
+    EXPANSION_TRAINING,
+    Progress,
+    TrainingCancelled,
+)
 from neeko_app.training.workflows import TrainingJob
 from neeko_app.ui.cards import (
     CARD_SUFFIXES,
@@ -47,7 +51,7 @@ FIELD_LINES = {"personality": 3, "speaking_style": 3, "scenario": 3, "greeting":
                "example_lines": 4}
 MODES = [("Fusion: instant, mixes the blocks of the most similar characters", "fusion"),
          ("Expansion: trains its own block on the example dialogues", "expansion")]
-TRAINING = TrainingConfig()
+TRAINING = EXPANSION_TRAINING
 UPLOAD_HEIGHT = 150
 
 
