@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from neeko_app.chat.prompt import TURN_END, Turn, character_header, render_prompt
+from neeko_app.chat.prompt import Turn, character_header, render_prompt
 from neeko_app.config import Settings
 from neeko_app.deploy import export_all
 from neeko_app.evaluation.heldout import (
@@ -22,9 +22,9 @@ from neeko_app.evaluation.heldout import (
     run_heldout_evaluation,
 )
 from neeko_app.evaluation.perplexity import diagonal_is_row_minimum
+from neeko_app.evaluation.turn_end import turn_end_chances
 from neeko_app.moelora.persistence import read_block_metadata
 from neeko_app.runtime import load_runtime
-from neeko_app.training.data import character_examples
 from neeko_app.training.trainer import TrainingConfig
 from neeko_app.training.workflows import TrainingJob, add_character
 
@@ -72,19 +72,9 @@ def test_every_shipped_block_learned_where_its_turn_ends():
     after his held-out replies; the shipped blocks give 0.04 (Martin Luther King, who ends
     70-85 % of his sampled replies) to 0.86."""
     runtime = load_runtime(Settings(device="cpu", characters_dir=SHIPPED), report=lambda _: None)
-    tokenizer = runtime.base.tokenizer
-    turn_end = tokenizer.convert_tokens_to_ids(TURN_END)
     for slug in [*PRETRAINED, EXPANDED]:
         character = runtime.character(slug)
-        gate = runtime.gate_for(character)
-        chances = []
-        for example in character_examples(character, heldout_conversations(character, 6),
-                                          tokenizer, 384):
-            ends = [t for t, label in enumerate(example.labels) if label == turn_end]
-            with torch.no_grad():  # the logits that predict each turn end, no others
-                logits = runtime.model(torch.tensor([example.input_ids]), gate=gate,
-                                       logits_to_keep=torch.tensor(ends) - 1).logits[0]
-            chances += logits.float().softmax(-1)[:, turn_end].tolist()
+        chances = turn_end_chances(runtime, character, heldout_conversations(character, 6))
         assert statistics.median(chances) > 0.02, (slug, statistics.median(chances))
 
 

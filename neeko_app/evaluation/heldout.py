@@ -194,7 +194,7 @@ def _answer_all(runtime: Runtime, heldout: dict[Character, list[Conversation]],
                 vectors: CharacterVectors, system: str, options: HeldoutOptions,
                 progress: ProgressCallback, memory: MemoryStore | None) -> list[Answer]:
     """Every held-out opening question answered by `system`, batched across characters;
-    each reply identified against `vectors` (one row per character of `heldout`)."""
+    each reply identified against `vectors` (the whole cast, not only `heldout`'s)."""
     openers = _openers(heldout)
     headers, requests = zip(*(system_request(system, runtime, character, [],
                                              conversation.turns[0].text, memory,

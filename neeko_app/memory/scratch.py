@@ -22,9 +22,8 @@ def scratch_knowledge(characters: Iterable[Character]) -> Iterator[MemoryStore]:
     (`$NEEKO_CHROMA_URL` included) are never touched."""
     client = chromadb.EphemeralClient(settings=chroma_settings())
     names = [f"scratch-{kind}-{uuid.uuid4().hex}" for kind in ("knowledge", "conversations")]
+    store = MemoryStore(client, knowledge_collection=names[0], conversation_collection=names[1])
     try:
-        store = MemoryStore(client, knowledge_collection=names[0],
-                            conversation_collection=names[1])
         index_characters(store, characters)
         yield store
     finally:

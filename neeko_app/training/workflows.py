@@ -90,7 +90,7 @@ def heldout_examples_for(characters: Sequence[Character], tokenizer, max_tokens:
 
 
 def job_examples(characters: Sequence[Character], tokenizer,
-                     config: TrainingConfig) -> tuple[list[Example], list[Example]]:
+                 config: TrainingConfig) -> tuple[list[Example], list[Example]]:
     """The training and held-out examples a run with `config` trains and measures on."""
     return (examples_for(characters, tokenizer, config.max_tokens,
                          knowledge_k=config.knowledge_k),
