@@ -71,13 +71,17 @@ def _add_training_flags(parser: argparse.ArgumentParser, defaults: TrainingConfi
                              "(characters with a heldout.jsonl; default: the last epoch)")
 
 
-def _add_server_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", help="interface to bind (default 127.0.0.1: this machine only)")
+def _add_memory_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-dir", help="embedded Chroma store (default: ./memory)")
     parser.add_argument("--chroma-url", help="use a `chroma run` server instead, e.g. "
                         "http://127.0.0.1:8001 (default: $NEEKO_CHROMA_URL)")
     parser.add_argument("--no-memory", action="store_true",
                         help="reply without retrieval memory")
+
+
+def _add_server_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="interface to bind (default 127.0.0.1: this machine only)")
+    _add_memory_flags(parser)
     parser.add_argument("--max-new-tokens", type=_positive_int, default=160)
     parser.add_argument("--backend", choices=BACKENDS,
                         help="where replies are generated: local (default) or openai (a model "
@@ -111,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-new-tokens", type=_positive_int, default=160)
     chat.add_argument("--temperature", type=float, default=0.7)
     chat.add_argument("--seed", type=int)
+    _add_memory_flags(chat)
     _add_model_flags(chat)
 
     train = commands.add_parser("train", help="agent pre-training: train blocks for characters")
@@ -238,7 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "chat":
             from neeko_app.chat.terminal import run_terminal_chat
 
-            return run_terminal_chat(_settings(args), args)
+            return run_terminal_chat(Settings.from_env(
+                base_model=args.base_model, device=args.device, dtype=args.dtype,
+                characters_dir=args.characters_dir, cache_dir=args.cache_dir,
+                memory_dir=args.memory_dir, chroma_url=args.chroma_url), args)
         if args.command in ("train", "add-character"):
             from neeko_app.training.cli_progress import run_training_command
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from neeko_app.characters.card import Character, CharacterError
-from neeko_app.characters.registry import discover_characters
+from neeko_app.characters.card import Character
+from neeko_app.characters.registry import discover_characters, find_character
 from neeko_app.config import Settings
 from neeko_app.embedding import role_embedding
 from neeko_app.model import BaseModel, load_base_model
@@ -34,10 +34,7 @@ class Runtime:
     _refreshing: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def character(self, slug: str) -> Character:
-        if slug not in self.characters:
-            known = ", ".join(sorted(self.characters)) or "none"
-            raise CharacterError(f"unknown character {slug!r}; available: {known}")
-        return self.characters[slug]
+        return find_character(self.characters, slug)
 
     def refresh(self) -> list[str]:
         """Take in characters added to the characters folder since loading (by another app
@@ -51,6 +48,12 @@ class Runtime:
             self.characters.update(new)
             self.problems.update(problems)
             return list(new)
+
+    def playing_mode(self, character: Character) -> str:
+        """How the model plays `character`, in words: own block, fusion, or profile only."""
+        if character.slug in self.model.block_names:
+            return "own block"
+        return "fusion of trained blocks" if self.model.num_blocks else "profile only (no blocks)"
 
     def gate_for(self, character: Character, temperature: float = 0.1,
                  top_k: int | None = 2) -> Gate | None:

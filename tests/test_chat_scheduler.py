@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from neeko_app.chat.decoding import RowDecoder
-from neeko_app.chat.generation import DecodingSettings, stream_reply
+from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.prompt import Turn, render_prompt
 from neeko_app.chat.scheduler import BatchScheduler, GenerationRequest, gate_row
 from neeko_app.moelora import Gate
 from tests.conftest import make_tiny_neeko
+from tests.reference_generation import generate_kwargs, stream_reply
 
 GREEDY = DecodingSettings(max_new_tokens=12, temperature=0)
 
@@ -64,7 +65,8 @@ def test_rows_stop_on_their_own_end_token_and_leave_the_batch(model):
     # row 0's tokens when nothing stops it (transformers' generate, no end token)
     prompt_ids = torch.tensor([requests[0].prompt_ids])
     ids = model.generate(prompt_ids, gate=Gate.one_hot([0]), eos_token_id=[],
-                         pad_token_id=0, **GREEDY.generate_kwargs())[0, prompt_ids.shape[1]:]
+                         pad_token_id=0,
+                         **generate_kwargs(GREEDY, prompt_ids.shape[1]))[0, prompt_ids.shape[1]:]
     ids = ids.tolist()
     # the latest token that appears there for the first time (a random model may repeat)
     position = max(i for i in range(len(ids)) if ids[i] not in ids[:i])

@@ -10,7 +10,16 @@ import subprocess
 import time
 import urllib.request
 
+import pytest
+
 from tests.conftest import write_card
+
+
+@pytest.fixture(autouse=True)
+def private_memory(tmp_path, monkeypatch):
+    """Every command's memory store and saved sessions go to this test's folder."""
+    monkeypatch.setenv("NEEKO_MEMORY_DIR", str(tmp_path / "memory"))
+    monkeypatch.setenv("NEEKO_SESSIONS_DIR", str(tmp_path / "memory" / "sessions"))
 
 
 def neeko_exe() -> str:
@@ -32,12 +41,19 @@ def test_help_lists_subcommands():
 
 
 def test_chat_streams_a_reply_with_the_tiny_model(tmp_path):
-    write_card(tmp_path, "tester", "Test Person", greeting="Good day to you.")
-    result = neeko("chat", "tester", "--base-model", "tiny", "--characters-dir", str(tmp_path),
+    (tmp_path / "characters").mkdir()
+    write_card(tmp_path / "characters", "tester", "Test Person", greeting="Good day to you.")
+    result = neeko("chat", "tester", "--base-model", "tiny",
+                   "--characters-dir", str(tmp_path / "characters"),
                    "--max-new-tokens", "8", "--seed", "0", stdin="Hello there\n/quit\n")
     assert result.returncode == 0, result.stderr
     assert "Test Person: Good day to you." in result.stdout
     assert result.stdout.count("Test Person:") == 2
+    # the same engine as the web app: memory indexed, the exchange saved as a session
+    assert "indexing 1 characters" in result.stderr
+    saved = [json.loads(p.read_text()) for p in (tmp_path / "memory" / "sessions").glob("*.json")]
+    assert [[t["text"] for t in s["turns"]][0] for s in saved] == ["Hello there"]
+    assert saved[0]["turns"][1]["speaker"] == "tester"
 
 
 def test_unknown_character_is_a_clear_error(tmp_path):

@@ -1,4 +1,5 @@
-"""Top-p sampling without sorting the vocabulary keeps exactly transformers' nucleus."""
+"""Token choice: top-p without sorting the vocabulary keeps exactly transformers' nucleus;
+the repetition controls see the reply, not the prompt."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import torch
 from transformers.generation.logits_process import TopPLogitsWarper
 
 from neeko_app.chat.decoding import FIRST_CANDIDATES, nucleus
+from neeko_app.chat.generation import DecodingSettings
 
 
 @pytest.mark.parametrize("top_p", [0.3, 0.9, 0.95, 0.999])
@@ -36,3 +38,47 @@ def test_a_wide_nucleus_widens_the_candidates_past_the_first_look():
     peaked = torch.zeros(100)
     peaked[7] = 1.0
     assert nucleus(peaked, 0.9)[0].tolist() == [7]
+
+
+def _greedy_choice(settings: DecodingSettings, prompt: list[int], generated: list[int],
+                   scores: torch.Tensor) -> int:
+    processors = settings.logits_processors(len(prompt))
+    ids = torch.tensor([prompt + generated])
+    return int(processors(ids, scores.clone().unsqueeze(0))[0].argmax())
+
+
+def test_repetition_penalty_leaves_the_prompt_words_free_and_penalises_the_reply():
+    settings = DecodingSettings(temperature=0, repetition_penalty=2.0, no_repeat_ngram_size=0)
+    scores = torch.zeros(10)
+    scores[3], scores[4] = 2.0, 1.5  # token 3 is the model's choice, 4 the runner-up
+    # token 3 is in the prompt (the user's word, a name in a memory note): still chosen
+    assert _greedy_choice(settings, [1, 3, 2], [], scores) == 3
+    # once the reply itself has said it, the penalty (2.0 / 2 < 1.5) picks the runner-up
+    assert _greedy_choice(settings, [1, 3, 2], [3], scores) == 4
+
+
+def test_no_repeat_ngrams_are_counted_within_the_reply_only():
+    settings = DecodingSettings(temperature=0, repetition_penalty=1.0, no_repeat_ngram_size=3)
+    scores = torch.zeros(10)
+    scores[7] = 1.0
+    # "5 6 7" is in the prompt (a fact in a note): the reply may copy it
+    assert _greedy_choice(settings, [5, 6, 7, 0], [5, 6], scores) == 7
+    # the reply already said "5 6 7": saying it again is banned
+    assert _greedy_choice(settings, [0], [5, 6, 7, 1, 5, 6], scores) != 7
+
+
+
+def test_the_reply_may_not_echo_a_long_run_of_the_prompt():
+    settings = DecodingSettings(temperature=0, repetition_penalty=1.0, no_repeat_ngram_size=0,
+                                no_prompt_echo=4)
+    scores = torch.zeros(10)
+    scores[8] = 1.0
+    prompt = [1, 5, 6, 8, 2]  # "5 6 8" is a run of the prompt
+    # three tokens of the prompt in a row are allowed (4 would be an echo)
+    assert _greedy_choice(settings, prompt, [5, 6], scores) == 8
+    # "1 5 6 8" would repeat four prompt tokens in a row: banned
+    assert _greedy_choice(settings, prompt, [1, 5, 6], scores) != 8
+    # the same run met in the reply alone is not the prompt's business
+    assert _greedy_choice(DecodingSettings(temperature=0, repetition_penalty=1.0,
+                                           no_repeat_ngram_size=0, no_prompt_echo=0),
+                          prompt, [1, 5, 6], scores) == 8

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from neeko_app.chat.generation import DecodingSettings, stream_reply
+from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.prompt import Turn, render_prompt
 from neeko_app.moelora import MoeLoraConfig, NeekoModel
 from tests.conftest import randomize_blocks
+from tests.reference_generation import stream_reply
 
 pytestmark = pytest.mark.real_model
 

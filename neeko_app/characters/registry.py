@@ -61,6 +61,14 @@ def discover_characters(directory: Path) -> Registry:
     return registry
 
 
+def find_character(characters: dict[str, Character], slug: str) -> Character:
+    """`characters[slug]`, or CharacterError naming the characters there are."""
+    if slug not in characters:
+        known = ", ".join(sorted(characters)) or "none"
+        raise CharacterError(f"unknown character {slug!r}; available: {known}")
+    return characters[slug]
+
+
 def named(characters: Iterable[Character], name: str) -> Character | None:
     """The character among `characters` called `name` (ignoring case), if any."""
     key = name.casefold().strip()

@@ -1,14 +1,12 @@
-"""Generate a character's reply, streamed token by token, stopping at the end of its turn."""
+"""Decoding settings of a character's reply, and the tokens that end its turn."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-from transformers import TextIteratorStreamer
 from transformers.generation.logits_process import (
+    LogitsProcessor,
     LogitsProcessorList,
     NoRepeatNGramLogitsProcessor,
     RepetitionPenaltyLogitsProcessor,
@@ -16,7 +14,60 @@ from transformers.generation.logits_process import (
 )
 
 from neeko_app.chat.prompt import TURN_END
-from neeko_app.moelora import Gate, NeekoModel
+
+
+class ReplyOnly(LogitsProcessor):
+    """Run `processor` on the reply's own tokens, not on the prompt before them.
+
+    Repetition control is for the reply: penalising the prompt's tokens would push the
+    character away from the user's words, its own name and the memory notes it should use
+    (a no-repeat n-gram over the prompt forbids copying any four words of a note)."""
+
+    def __init__(self, processor: LogitsProcessor, prompt_length: int) -> None:
+        self.processor = processor
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        return self.processor(input_ids[:, self.prompt_length:], scores)
+
+
+class NoPromptEcho(LogitsProcessor):
+    """Forbid the reply to repeat any run of `size` consecutive prompt tokens.
+
+    With the penalties on the reply alone, a small model may copy whole lines of its
+    prompt (a card-prompted base model recites the card). Shorter runs stay allowed, so a
+    name or a fact from a memory note can still be used."""
+
+    def __init__(self, prompt_length: int, size: int) -> None:
+        if size < 2:
+            raise ValueError(f"an echo is at least 2 tokens long, got {size}")
+        self.prompt_length = prompt_length
+        self.size = size
+        self._next_tokens: list[dict[tuple[int, ...], set[int]]] | None = None  # per row
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        lead = self.size - 1
+        if self._next_tokens is None:  # the prompt does not change: index it once
+            self._next_tokens = [_next_tokens(row[:self.prompt_length].tolist(), lead)
+                                 for row in input_ids]
+        if input_ids.shape[1] - self.prompt_length < lead:
+            return scores
+        banned = [(row, token) for row, tail in enumerate(input_ids[:, -lead:].tolist())
+                  for token in self._next_tokens[row].get(tuple(tail), ())]
+        if not banned:
+            return scores
+        scores = scores.clone()
+        rows, tokens = zip(*banned, strict=True)
+        scores[list(rows), list(tokens)] = -float("inf")
+        return scores
+
+
+def _next_tokens(ids: list[int], lead: int) -> dict[tuple[int, ...], set[int]]:
+    """For every run of `lead` tokens in `ids`, the tokens that follow it there."""
+    table: dict[tuple[int, ...], set[int]] = {}
+    for end in range(lead, len(ids)):
+        table.setdefault(tuple(ids[end - lead:end]), set()).add(ids[end])
+    return table
 
 
 @dataclass(frozen=True)
@@ -26,31 +77,30 @@ class DecodingSettings:
     max_new_tokens: int = 160
     temperature: float = 0.7
     top_p: float = 0.9
-    repetition_penalty: float = 1.15
-    no_repeat_ngram_size: int = 4
+    repetition_penalty: float = 1.15  # on the reply's own tokens (`ReplyOnly`)
+    no_repeat_ngram_size: int = 4  # within the reply
+    no_prompt_echo: int = 8  # no run of this many prompt tokens is repeated (0: allowed)
     seed: int | None = None
 
-    def generate_kwargs(self) -> dict:
-        sampling = self.temperature > 0
-        kwargs = dict(
-            max_new_tokens=self.max_new_tokens,
-            do_sample=sampling,
-            repetition_penalty=self.repetition_penalty,
-            no_repeat_ngram_size=self.no_repeat_ngram_size,
-        )
-        if sampling:
-            kwargs.update(temperature=self.temperature, top_p=self.top_p)
-        return kwargs
-
-    def logits_processors(self) -> LogitsProcessorList:
-        """The penalties and temperature of `generate_kwargs`, for a hand-written decoding
-        loop; it samples the top-p nucleus itself (`decoding.nucleus`), which is the same rule
-        as transformers' top-p warper without sorting the whole vocabulary."""
+    def penalties(self, prompt_length: int) -> LogitsProcessorList:
+        """Repetition penalty and no-repeat n-grams over the tokens after `prompt_length`,
+        and no echo of the prompt's longer runs."""
         processors = LogitsProcessorList()
         if self.repetition_penalty != 1.0:
-            processors.append(RepetitionPenaltyLogitsProcessor(self.repetition_penalty))
+            processors.append(ReplyOnly(RepetitionPenaltyLogitsProcessor(self.repetition_penalty),
+                                        prompt_length))
         if self.no_repeat_ngram_size > 0:
-            processors.append(NoRepeatNGramLogitsProcessor(self.no_repeat_ngram_size))
+            processors.append(ReplyOnly(NoRepeatNGramLogitsProcessor(self.no_repeat_ngram_size),
+                                        prompt_length))
+        if self.no_prompt_echo > 0:
+            processors.append(NoPromptEcho(prompt_length, self.no_prompt_echo))
+        return processors
+
+    def logits_processors(self, prompt_length: int) -> LogitsProcessorList:
+        """The penalties and the temperature, for the scheduler's decoding loop; it samples
+        the top-p nucleus itself (`decoding.nucleus`), which is the same rule as transformers'
+        top-p warper without sorting the whole vocabulary."""
+        processors = self.penalties(prompt_length)
         if self.temperature > 0:
             processors.append(TemperatureLogitsWarper(self.temperature))
         return processors
@@ -60,42 +110,3 @@ def stop_token_ids(tokenizer) -> list[int]:
     """End-of-turn and end-of-text ids: generation stops at either."""
     ids = [tokenizer.convert_tokens_to_ids(TURN_END), tokenizer.eos_token_id]
     return [i for i in ids if i is not None and i != tokenizer.unk_token_id]
-
-
-def stream_reply(
-    model: NeekoModel,
-    tokenizer,
-    prompt: str,
-    gate: Gate | None,
-    settings: DecodingSettings = DecodingSettings(),
-) -> Iterator[str]:
-    """Yield the reply's text piece by piece as it is generated (prompt not echoed)."""
-    device = model.keys.device
-    encoded = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(device)
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    if settings.seed is not None:
-        torch.manual_seed(settings.seed)
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            model.generate(
-                encoded["input_ids"],
-                gate=gate,
-                attention_mask=encoded["attention_mask"],
-                streamer=streamer,
-                eos_token_id=stop_token_ids(tokenizer),
-                pad_token_id=tokenizer.pad_token_id,
-                **settings.generate_kwargs(),
-            )
-        except BaseException as err:  # surfaced in the caller's thread below
-            errors.append(err)
-            streamer.end()
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    yield from streamer
-    worker.join()
-    if errors:
-        raise errors[0]
-

@@ -1,58 +1,62 @@
-"""`neeko chat`: a streaming chat with one character in the terminal."""
+"""`neeko chat`: a streaming chat with one character in the terminal.
+
+It runs on the same `ChatEngine` as the web app and the API: the same prompt, retrieval
+memory, decoding and saved sessions.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from neeko_app.chat.generation import DecodingSettings, stream_reply
-from neeko_app.chat.prompt import Turn, character_header, fit_history, render_prompt
+from neeko_app.characters.registry import discover_characters, find_character
+from neeko_app.chat.generation import DecodingSettings
+from neeko_app.chat.startup import build_engine
 from neeko_app.config import Settings
-from neeko_app.runtime import load_runtime
 
 HELP = "Commands: /reset starts over, /quit (or Ctrl-D) leaves."
-PROMPT_BUDGET = 1024
 
 
 def run_terminal_chat(settings: Settings, args: argparse.Namespace) -> int:
-    """Chat with `args.character` until /quit or end of input; returns an exit code."""
-    runtime = load_runtime(settings)
-    if not runtime.characters:
+    """Chat with `args.character` until /quit or end of input; returns an exit code.
+
+    The character is looked up before anything is loaded: a wrong name costs nothing and
+    leaves memory untouched."""
+    characters = discover_characters(settings.characters_dir).characters
+    if not characters:
         raise ValueError(f"no characters found in {settings.characters_dir}")
-    character = runtime.character(args.character or next(iter(runtime.characters)))
-    gate = runtime.gate_for(character)
-    mode = ("own block" if character.slug in runtime.model.block_names
-            else "fusion of trained blocks" if gate is not None else "profile only (no blocks)")
+    slug = find_character(characters, args.character or next(iter(characters))).slug
     decoding = DecodingSettings(max_new_tokens=args.max_new_tokens,
                                 temperature=args.temperature, seed=args.seed)
-    tokenizer = runtime.base.tokenizer
-    header = character_header(character)
-    print(f"{character.name} ({mode}). {HELP}\n")
-    print(f"{character.name}: {character.greeting}\n")
-    history: list[Turn] = []
-    while True:
-        try:
-            message = input("you> ").strip()
-        except EOFError:
-            print()
-            return 0
-        if message in ("/quit", "/exit"):
-            return 0
-        if message == "/reset":
-            history = []
-            print("(conversation cleared)\n")
-            continue
-        if not message:
-            continue
-        turns = fit_history(history + [Turn("user", message)],
-                            lambda text: len(tokenizer(text, add_special_tokens=False).input_ids),
-                            PROMPT_BUDGET, header)
-        print(f"{character.name}: ", end="", flush=True)
-        pieces = []
-        for piece in stream_reply(runtime.model, tokenizer, render_prompt(header, turns), gate,
-                                  decoding):
-            pieces.append(piece)
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        print("\n")
-        history = turns + [Turn("character", "".join(pieces).strip())]
+    engine = build_engine(settings, decoding, use_memory=not args.no_memory,
+                          report=lambda line: print(line, file=sys.stderr))
+    try:
+        runtime = engine.runtime
+        character = runtime.character(slug)
+        session = engine.open_session([slug])
+        print(f"{character.name} ({runtime.playing_mode(character)}). {HELP}\n")
+        print(f"{character.name}: {character.greeting}\n")
+        while True:
+            try:
+                message = input("you> ").strip()
+            except EOFError:
+                print()
+                return 0
+            if message in ("/quit", "/exit"):
+                return 0
+            if message == "/reset":
+                engine.reset(session)
+                print("(conversation cleared)\n")
+                continue
+            if message:
+                _print_reply(character.name, engine.send(session, message)[0])
+    finally:
+        engine.close()
+
+
+def _print_reply(name: str, reply) -> None:
+    print(f"{name}: ", end="", flush=True)
+    for piece in reply:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    print("\n")
