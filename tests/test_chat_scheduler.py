@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -146,3 +148,22 @@ def test_row_decoder_holds_partial_characters_and_hides_the_stop_token(model):
     row.choose(logits_for(stop))
     assert row.finish_reason == "stop" and row.generated == [first, second]
     assert row.new_text() == ""
+
+
+def test_decoding_hands_over_the_cache_without_a_deprecation_warning(model):
+    """transformers 5 warns (into every chat) when the cache goes by its old name."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    library_logger = logging.getLogger("transformers")
+    library_logger.addHandler(handler)
+    logging.Logger.warning_once.cache_clear()  # a warning given once before is given again
+    scheduler = BatchScheduler(model, model.tokenizer, window_s=0)
+    try:
+        stream = scheduler.submit(request(model, 0, Gate.one_hot([1]), GREEDY))
+        "".join(stream)
+    finally:
+        scheduler.close()
+        library_logger.removeHandler(handler)
+    assert stream.completion_tokens > 1  # the cache was used for at least one decode step
+    assert not [r.getMessage() for r in records if "deprecated" in r.getMessage()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from neeko_app.model.kv_cache import returned_cache, with_cache
 from neeko_app.moelora import Gate, NeekoModel
 
 
@@ -97,7 +98,7 @@ def decode_logits(model: NeekoModel, prompt: torch.Tensor, gate: Gate | None) ->
         steps = [out.logits[:, -1]]
         for _ in range(2):
             token = out.logits[:, -1:].argmax(-1)
-            out = model(token, gate=gate, past_key_values=out.past_key_values, use_cache=True)
+            out = model(token, gate=gate, use_cache=True, **with_cache(returned_cache(out)))
             steps.append(out.logits[:, -1])
         return torch.stack(steps, 1)
 

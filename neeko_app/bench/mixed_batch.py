@@ -19,6 +19,7 @@ from neeko_app.bench.peft_twin import export_adapters, peft_model, same_logits
 from neeko_app.bench.results import BenchResult, machine
 from neeko_app.bench.shapes import ModelOptions, bench_models, bench_settings
 from neeko_app.bench.timing import interleaved_samples, paired_ratio, synchronize, timed
+from neeko_app.model.kv_cache import returned_cache, with_cache
 from neeko_app.moelora import Gate
 
 Forward = Callable[..., object]  # (input_ids, **kwargs) -> model output
@@ -41,12 +42,12 @@ def decode_seconds(forward: Forward, ids: torch.Tensor, steps: int,
                    device: torch.device) -> float:
     """Seconds per decode step after an untimed prefill of `ids`."""
     out = forward(ids, use_cache=True, logits_to_keep=1)
-    cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+    cache, token = returned_cache(out), out.logits[:, -1:].argmax(-1)
     synchronize(device)
     started = time.perf_counter()
     for _ in range(steps):
-        out = forward(token, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        out = forward(token, use_cache=True, logits_to_keep=1, **with_cache(cache))
+        cache, token = returned_cache(out), out.logits[:, -1:].argmax(-1)
     synchronize(device)
     return (time.perf_counter() - started) / steps
 

@@ -21,6 +21,7 @@ import torch
 
 from neeko_app.chat.decoding import RowDecoder
 from neeko_app.chat.generation import DecodingSettings, stop_token_ids
+from neeko_app.model.kv_cache import returned_cache, with_cache
 from neeko_app.moelora import Gate, NeekoModel
 
 log = logging.getLogger(__name__)
@@ -213,9 +214,9 @@ class BatchScheduler:
         while True:
             output = self.model(input_ids, gate=self._gate([batch[i] for i in active]),
                                 attention_mask=mask, position_ids=positions,
-                                past_key_values=cache, use_cache=True, logits_to_keep=1)
+                                use_cache=True, logits_to_keep=1, **with_cache(cache))
             self.stats.forward_passes += 1
-            cache = output.past_key_values
+            cache = returned_cache(output)
             logits = output.logits[:, -1, :]
             tokens = []
             for slot, i in enumerate(active):
