@@ -7,6 +7,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from neeko_app.config import BACKENDS, Settings
 from neeko_app.evaluation import (
@@ -16,6 +17,9 @@ from neeko_app.evaluation import (
     HELDOUT_SYSTEMS,
 )
 from neeko_app.training.trainer import EXPANSION_TRAINING, TrainingConfig
+
+if TYPE_CHECKING:
+    from neeko_app.chat.generation import DecodingSettings
 
 
 def _checked(kind: Callable[[str], float], text: str, ok: Callable[[float], bool],
@@ -40,6 +44,19 @@ def _non_negative_int(text: str) -> int:
 
 def _positive_float(text: str) -> float:
     return _checked(float, text, lambda v: math.isfinite(v) and v > 0, "a number above 0")
+
+
+def _non_negative_float(text: str) -> float:
+    return _checked(float, text, lambda v: math.isfinite(v) and v >= 0, "a number of at least 0")
+
+
+def _probability(text: str) -> float:
+    return _checked(float, text, lambda v: 0 < v <= 1, "a number above 0 and at most 1")
+
+
+def _echo_size(text: str) -> int:
+    return int(_checked(int, text, lambda v: v == 0 or v >= 2, "0 (off) or a whole number of "
+                        "at least 2"))
 
 
 def _port(text: str) -> int:
@@ -79,10 +96,42 @@ def _add_memory_flags(parser: argparse.ArgumentParser) -> None:
                         help="reply without retrieval memory")
 
 
+# `neeko --help` stays quick: the defaults below are `DecodingSettings`' (a test keeps them
+# in step), which is built only when a command runs.
+DECODING_FLAGS = {  # flag: (DecodingSettings field, type, help)
+    "--max-new-tokens": ("max_new_tokens", _positive_int, "reply length cap in tokens "
+                         "(default 160)"),
+    "--temperature": ("temperature", _non_negative_float, "sampling temperature (default 0.7; "
+                      "0: greedy)"),
+    "--top-p": ("top_p", _probability, "sample from the smallest set of tokens holding this "
+                "much probability (default 0.9)"),
+    "--repetition-penalty": ("repetition_penalty", _positive_float, "penalty on tokens the "
+                             "reply has already used (default 1.15; 1: off)"),
+    "--no-repeat-ngram": ("no_repeat_ngram_size", _non_negative_int, "no run of this many "
+                          "tokens twice in a reply (default 4; 0: off)"),
+    "--no-prompt-echo": ("no_prompt_echo", _echo_size, "no run of this many prompt tokens "
+                         "repeated in the reply (default 8; 0: off)"),
+}
+
+
+def _add_decoding_flags(parser: argparse.ArgumentParser) -> None:
+    for flag, (_, kind, text) in DECODING_FLAGS.items():
+        parser.add_argument(flag, type=kind, help=text)
+
+
+def decoding_settings(args: argparse.Namespace, **fixed: object) -> DecodingSettings:
+    """The `DecodingSettings` the decoding flags ask for (unset ones keep the defaults)."""
+    from neeko_app.chat.generation import DecodingSettings
+
+    chosen = {field: getattr(args, flag[2:].replace("-", "_"))
+              for flag, (field, _, _) in DECODING_FLAGS.items()}
+    return DecodingSettings(**{k: v for k, v in chosen.items() if v is not None}, **fixed)
+
+
 def _add_server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="interface to bind (default 127.0.0.1: this machine only)")
     _add_memory_flags(parser)
-    parser.add_argument("--max-new-tokens", type=_positive_int, default=160)
+    _add_decoding_flags(parser)
     parser.add_argument("--backend", choices=BACKENDS,
                         help="where replies are generated: local (default) or openai (a model "
                              "server such as vLLM serving the exported blocks)")
@@ -112,9 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     chat = commands.add_parser("chat", help="chat with a character in the terminal")
     chat.add_argument("character", nargs="?", help="character id (default: the first one)")
-    chat.add_argument("--max-new-tokens", type=_positive_int, default=160)
-    chat.add_argument("--temperature", type=float, default=0.7)
-    chat.add_argument("--seed", type=int)
+    _add_decoding_flags(chat)
+    chat.add_argument("--seed", type=int, help="make the replies repeatable")
     _add_memory_flags(chat)
     _add_model_flags(chat)
 
@@ -246,7 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_terminal_chat(Settings.from_env(
                 base_model=args.base_model, device=args.device, dtype=args.dtype,
                 characters_dir=args.characters_dir, cache_dir=args.cache_dir,
-                memory_dir=args.memory_dir, chroma_url=args.chroma_url), args)
+                memory_dir=args.memory_dir, chroma_url=args.chroma_url), args,
+                decoding_settings(args, seed=args.seed))
         if args.command in ("train", "add-character"):
             from neeko_app.training.cli_progress import run_training_command
 
@@ -309,10 +358,9 @@ def _server_settings(args: argparse.Namespace) -> Settings:
 
 def _server_engine(settings: Settings, args: argparse.Namespace):
     """The chat engine both servers run on."""
-    from neeko_app.chat.generation import DecodingSettings
     from neeko_app.chat.startup import build_engine
 
-    return build_engine(settings, DecodingSettings(max_new_tokens=args.max_new_tokens),
+    return build_engine(settings, decoding_settings(args),
                         use_memory=not args.no_memory, backend_key=args.backend_key)
 
 

@@ -379,6 +379,12 @@ CLI_CASES = [  # (arguments, the message; usage errors come from argparse)
     (["chat", "nobody"], "unknown character 'nobody'; available: ada, cleo"),
     (["chat", "../../etc/passwd"], "unknown character '../../etc/passwd'"),
     (["chat", "ada", "--max-new-tokens", "0"], "--max-new-tokens: expected a whole number"),
+    (["chat", "ada", "--temperature", "-1"], "--temperature: expected a number of at least 0"),
+    (["serve", "--top-p", "0"], "--top-p: expected a number above 0 and at most 1"),
+    (["api", "--no-memory", "--no-prompt-echo", "1"],
+     "--no-prompt-echo: expected 0 (off) or a whole number of at least 2"),
+    (["api", "--no-memory", "--repetition-penalty", "inf"], "--repetition-penalty: expected a "
+     "number above 0"),
     (["api", "--no-memory", "--max-new-tokens", str(10**12)],
      f"replies of {10**12} tokens do not fit"),
     (["api", "--no-memory", "--port", "70000"], "--port: expected a port number (1-65535)"),

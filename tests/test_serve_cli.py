@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 import urllib.error
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from neeko_app.cli import main
+from neeko_app.chat.generation import DecodingSettings
+from neeko_app.cli import DECODING_FLAGS, main
 from tests.conftest import write_card
 from tests.test_cli import neeko_exe
 from tests.test_memory import free_port
@@ -63,3 +65,27 @@ def test_serve_answers_on_loopback_with_the_app_page(tmp_path):
 def test_serve_refuses_a_malformed_auth(capsys):
     assert main(["serve", "--auth", "only-a-user"]) == 2
     assert "neeko: error: --auth must be USER:PASSWORD" in capsys.readouterr().err
+
+
+def test_decoding_flags_reach_the_engine_of_both_servers(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    built: list[DecodingSettings] = []
+
+    def capture(settings, decoding, **kwargs):
+        built.append(decoding)
+        raise ValueError("engine not needed")
+
+    monkeypatch.setattr("neeko_app.chat.startup.build_engine", capture)
+    flags = ["--no-memory", "--temperature", "0", "--repetition-penalty", "1.3",
+             "--no-prompt-echo", "0", "--max-new-tokens", "32"]
+    assert main(["api", *flags]) == 2 and main(["serve", *flags]) == 2
+    wanted = DecodingSettings(max_new_tokens=32, temperature=0.0, repetition_penalty=1.3,
+                              no_prompt_echo=0)
+    assert built == [wanted, wanted]
+
+
+def test_decoding_flags_state_the_engine_defaults():
+    defaults = DecodingSettings()
+    for flag, (field, _, text) in DECODING_FLAGS.items():
+        stated = re.search(r"\(default ([\d.]+)", text)
+        assert stated and float(stated.group(1)) == getattr(defaults, field), flag

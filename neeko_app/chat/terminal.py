@@ -17,7 +17,8 @@ from neeko_app.config import Settings
 HELP = "Commands: /reset starts over, /quit (or Ctrl-D) leaves."
 
 
-def run_terminal_chat(settings: Settings, args: argparse.Namespace) -> int:
+def run_terminal_chat(settings: Settings, args: argparse.Namespace,
+                      decoding: DecodingSettings) -> int:
     """Chat with `args.character` until /quit or end of input; returns an exit code.
 
     The character is looked up before anything is loaded: a wrong name costs nothing and
@@ -26,8 +27,6 @@ def run_terminal_chat(settings: Settings, args: argparse.Namespace) -> int:
     if not characters:
         raise ValueError(f"no characters found in {settings.characters_dir}")
     slug = find_character(characters, args.character or next(iter(characters))).slug
-    decoding = DecodingSettings(max_new_tokens=args.max_new_tokens,
-                                temperature=args.temperature, seed=args.seed)
     engine = build_engine(settings, decoding, use_memory=not args.no_memory,
                           report=lambda line: print(line, file=sys.stderr))
     try:
