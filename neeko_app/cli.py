@@ -7,6 +7,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from typing import TYPE_CHECKING
 
 from neeko_app.config import BACKENDS, Settings
@@ -150,8 +151,9 @@ def _training_config(args: argparse.Namespace) -> TrainingConfig:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(base_model=args.base_model, device=args.device, dtype=args.dtype,
-                             characters_dir=args.characters_dir, cache_dir=args.cache_dir)
+    """Settings from the environment, overridden by the command's flags named like a setting
+    (--base-model, --memory-dir, --port, ...)."""
+    return Settings.from_env(**{f.name: getattr(args, f.name, None) for f in fields(Settings)})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -291,11 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "chat":
             from neeko_app.chat.terminal import run_terminal_chat
 
-            return run_terminal_chat(Settings.from_env(
-                base_model=args.base_model, device=args.device, dtype=args.dtype,
-                characters_dir=args.characters_dir, cache_dir=args.cache_dir,
-                memory_dir=args.memory_dir, chroma_url=args.chroma_url), args,
-                decoding_settings(args, seed=args.seed))
+            return run_terminal_chat(_settings(args), args,
+                                     decoding_settings(args, seed=args.seed))
         if args.command in ("train", "add-character"):
             from neeko_app.training.cli_progress import run_training_command
 
@@ -317,8 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_bench_command(args)
         if args.command == "characters":
-            return _list_characters(Settings.from_env(characters_dir=args.characters_dir),
-                                    args.check)
+            return _list_characters(_settings(args), args.check)
         if args.command == "export":
             return _export(_settings(args), args)
     except (CharacterError, ModelLoadError, ValueError, KeyError) as err:
@@ -348,14 +346,6 @@ def _list_characters(settings: Settings, check: bool) -> int:
     return 1 if check and failed else 0
 
 
-def _server_settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(
-        base_model=args.base_model, device=args.device, dtype=args.dtype,
-        characters_dir=args.characters_dir, cache_dir=args.cache_dir,
-        memory_dir=args.memory_dir, chroma_url=args.chroma_url, host=args.host, port=args.port,
-        backend=args.backend, backend_url=args.backend_url)
-
-
 def _server_engine(settings: Settings, args: argparse.Namespace):
     """The chat engine both servers run on."""
     from neeko_app.chat.startup import build_engine
@@ -367,7 +357,7 @@ def _server_engine(settings: Settings, args: argparse.Namespace):
 def _serve_api(args: argparse.Namespace) -> int:
     from neeko_app.api.server import serve
 
-    settings = _server_settings(args)
+    settings = _settings(args)
     engine = _server_engine(settings, args)
     try:
         serve(engine, settings.host, args.port, args.api_key)
@@ -377,7 +367,7 @@ def _serve_api(args: argparse.Namespace) -> int:
 
 
 def _serve_web(args: argparse.Namespace) -> int:
-    settings = _server_settings(args)
+    settings = _settings(args)
     # Gradio reads this when it is imported: uploads land in the app's own data dir
     os.environ.setdefault("GRADIO_TEMP_DIR", str(settings.upload_dir))
     from neeko_app.ui.app import parse_auth, serve
