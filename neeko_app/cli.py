@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
+from functools import partial
 from typing import TYPE_CHECKING
 
 from neeko_app.config import BACKENDS, Settings
@@ -58,6 +59,12 @@ def _probability(text: str) -> float:
 def _echo_size(text: str) -> int:
     return int(_checked(int, text, lambda v: v == 0 or v >= 2, "0 (off) or a whole number of "
                         "at least 2"))
+
+
+def _on_off(text: str) -> bool:
+    if text not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
+    return text == "on"
 
 
 def _port(text: str) -> int:
@@ -112,6 +119,8 @@ DECODING_FLAGS = {  # flag: (DecodingSettings field, type, help)
                           "tokens twice in a reply (default 4; 0: off)"),
     "--no-prompt-echo": ("no_prompt_echo", _echo_size, "no run of this many prompt tokens "
                          "repeated in the reply (default 8; 0: off)"),
+    "--script-guard": ("script_guard", _on_off, "no letters of a writing system (Cyrillic, "
+                       "CJK, ...) the conversation does not use (default on)"),
 }
 
 
@@ -157,9 +166,14 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # No abbreviated flags: `eval-heldout --characters x` read as `--characters-dir x` and
+    # ended in "unknown character ...; available: none".
     parser = argparse.ArgumentParser(
-        prog="neeko", description="Role-play chat: one base model, many characters.")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+        prog="neeko", description="Role-play chat: one base model, many characters.",
+        allow_abbrev=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                     parser_class=partial(argparse.ArgumentParser,
+                                                          allow_abbrev=False))
 
     chat = commands.add_parser("chat", help="chat with a character in the terminal")
     chat.add_argument("character", nargs="?", help="character id (default: the first one)")

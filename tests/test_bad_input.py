@@ -395,6 +395,9 @@ CLI_CASES = [  # (arguments, the message; usage errors come from argparse)
     (["export", "nobody", "--peft", "{out}"], "unknown character 'nobody'"),
     (["eval-heldout", "nobody"], "unknown character 'nobody'"),
     (["eval-heldout", "ada", "--limit", "0"], "--limit: expected a whole number"),
+    # an abbreviated flag is not taken for a longer one (--characters is not --characters-dir)
+    (["eval-heldout", "--characters", "ada"], "unrecognized arguments: --characters"),
+    (["chat", "ada", "--script-guard", "yes"], "--script-guard: expected on or off, got 'yes'"),
     ([], "the following arguments are required: COMMAND"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ]

@@ -3,6 +3,8 @@ the repetition controls see the reply, not the prompt."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from transformers.generation.logits_process import TopPLogitsWarper
@@ -42,7 +44,9 @@ def test_a_wide_nucleus_widens_the_candidates_past_the_first_look():
 
 def _greedy_choice(settings: DecodingSettings, prompt: list[int], generated: list[int],
                    scores: torch.Tensor) -> int:
-    processors = settings.logits_processors(len(prompt))
+    """The greedy token under `settings`' repetition rules (these ids have no text: no
+    script guard)."""
+    processors = replace(settings, script_guard=False).logits_processors(prompt, None)
     ids = torch.tensor([prompt + generated])
     return int(processors(ids, scores.clone().unsqueeze(0))[0].argmax())
 

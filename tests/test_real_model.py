@@ -7,6 +7,7 @@ import torch
 
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.prompt import Turn, render_prompt
+from neeko_app.chat.writing_systems import ForeignScriptBan
 from neeko_app.moelora import MoeLoraConfig, NeekoModel
 from tests.conftest import randomize_blocks
 from tests.reference_generation import stream_reply
@@ -66,3 +67,20 @@ def test_generates_text_with_a_block_attached(real_neeko, embedded_base):
     text = "".join(pieces)
     assert len(pieces) >= 2, "the reply was not streamed"
     assert len(text.split()) >= 2 and "<start_of_turn>" not in text
+
+
+def test_the_script_guard_knows_gemma_s_vocabulary(embedded_base):
+    tokenizer = embedded_base.tokenizer
+    cyrillic = tokenizer.encode("мента", add_special_tokens=False)
+    latin = tokenizer.encode(" Rome and the Senate", add_special_tokens=False)
+    scores = torch.zeros(1, embedded_base.model.config.vocab_size)
+
+    def allowed(prompt: str) -> torch.Tensor:
+        ids = tokenizer.encode(prompt)
+        return ForeignScriptBan(tokenizer, ids)(None, scores)[0] > -float("inf")
+
+    english, russian = allowed("What do you think of Rome?"), allowed("Что ты думаешь о Риме?")
+    assert bool(english[latin].all()) and not bool(english[cyrillic].any())
+    assert bool(russian[cyrillic].all())
+    # tens of thousands of tokens of other scripts go, most of the vocabulary stays
+    assert 0.3 < english.float().mean() < 0.9

@@ -77,15 +77,17 @@ def test_decoding_flags_reach_the_engine_of_both_servers(tmp_path, monkeypatch):
 
     monkeypatch.setattr("neeko_app.chat.startup.build_engine", capture)
     flags = ["--no-memory", "--temperature", "0", "--repetition-penalty", "1.3",
-             "--no-prompt-echo", "0", "--max-new-tokens", "32"]
+             "--no-prompt-echo", "0", "--max-new-tokens", "32", "--script-guard", "off"]
     assert main(["api", *flags]) == 2 and main(["serve", *flags]) == 2
     wanted = DecodingSettings(max_new_tokens=32, temperature=0.0, repetition_penalty=1.3,
-                              no_prompt_echo=0)
+                              no_prompt_echo=0, script_guard=False)
     assert built == [wanted, wanted]
 
 
 def test_decoding_flags_state_the_engine_defaults():
     defaults = DecodingSettings()
     for flag, (field, _, text) in DECODING_FLAGS.items():
-        stated = re.search(r"\(default ([\d.]+)", text)
-        assert stated and float(stated.group(1)) == getattr(defaults, field), flag
+        stated = re.search(r"\(default ([\d.]+|on|off)", text)
+        value = {"on": True, "off": False}.get(stated.group(1)) if stated else None
+        value = float(stated.group(1)) if stated and value is None else value
+        assert stated and value == getattr(defaults, field), flag

@@ -46,7 +46,7 @@ class RowDecoder:
         self.stop_ids = frozenset(stop_ids)
         self.sequence = torch.tensor([list(prompt_ids)], dtype=torch.long)
         self.generated: list[int] = []
-        self.processors = settings.logits_processors(len(prompt_ids))
+        self.processors = settings.logits_processors(prompt_ids, tokenizer)
         self.generator = (torch.Generator().manual_seed(settings.seed)
                           if settings.seed is not None else None)
         self.emitted = ""

@@ -32,6 +32,7 @@ from neeko_app.chat.scheduler import (
     gate_row,
 )
 from neeko_app.chat.session import ChatSession, SessionError, SessionStore
+from neeko_app.chat.writing_systems import systems_of_tokens
 from neeko_app.memory import MemoryStore
 from neeko_app.runtime import Runtime
 
@@ -76,6 +77,7 @@ class ChatEngine:
                              f"limit is {self.max_reply_tokens} with a {self.context_tokens}-token "
                              "context")
         self.scheduler = scheduler or BatchScheduler(runtime.model, self.tokenizer)
+        systems_of_tokens(self.tokenizer)  # the script guard's index of the vocabulary
         self._gate_rows: dict[tuple[str, int], GateRow] = {}
 
     def close(self) -> None:

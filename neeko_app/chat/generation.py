@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -14,6 +15,7 @@ from transformers.generation.logits_process import (
 )
 
 from neeko_app.chat.prompt import TURN_END
+from neeko_app.chat.writing_systems import ForeignScriptBan
 
 
 class ReplyOnly(LogitsProcessor):
@@ -80,6 +82,7 @@ class DecodingSettings:
     repetition_penalty: float = 1.15  # on the reply's own tokens (`ReplyOnly`)
     no_repeat_ngram_size: int = 4  # within the reply
     no_prompt_echo: int = 8  # no run of this many prompt tokens is repeated (0: allowed)
+    script_guard: bool = True  # no letters of a writing system the prompt does not use
     seed: int | None = None
 
     def penalties(self, prompt_length: int) -> LogitsProcessorList:
@@ -96,11 +99,13 @@ class DecodingSettings:
             processors.append(NoPromptEcho(prompt_length, self.no_prompt_echo))
         return processors
 
-    def logits_processors(self, prompt_length: int) -> LogitsProcessorList:
-        """The penalties and the temperature, for the scheduler's decoding loop; it samples
-        the top-p nucleus itself (`decoding.nucleus`), which is the same rule as transformers'
-        top-p warper without sorting the whole vocabulary."""
-        processors = self.penalties(prompt_length)
+    def logits_processors(self, prompt_ids: Sequence[int], tokenizer) -> LogitsProcessorList:
+        """The penalties, the script guard and the temperature, for the scheduler's decoding
+        loop; it samples the top-p nucleus itself (`decoding.nucleus`), which is the same
+        rule as transformers' top-p warper without sorting the whole vocabulary."""
+        processors = self.penalties(len(prompt_ids))
+        if self.script_guard:
+            processors.append(ForeignScriptBan(tokenizer, prompt_ids))
         if self.temperature > 0:
             processors.append(TemperatureLogitsWarper(self.temperature))
         return processors
