@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Sequence
-from functools import cache
+from functools import cache, lru_cache
 
 import torch
 from transformers.generation.logits_process import LogitsProcessor
@@ -49,7 +49,7 @@ def systems_of_tokens(tokenizer) -> dict[str, torch.Tensor]:
     return masks
 
 
-@cache
+@lru_cache(maxsize=32)  # one per mix of scripts in use: a few, but users choose them
 def _foreign_mask(tokenizer, allowed: frozenset[str]) -> torch.Tensor:
     masks = systems_of_tokens(tokenizer)
     foreign = torch.zeros(len(tokenizer), dtype=torch.bool)
