@@ -88,6 +88,7 @@ def test_decoding_flags_state_the_engine_defaults():
     defaults = DecodingSettings()
     for flag, (field, _, text) in DECODING_FLAGS.items():
         stated = re.search(r"\(default ([\d.]+|on|off)", text)
-        value = {"on": True, "off": False}.get(stated.group(1)) if stated else None
-        value = float(stated.group(1)) if stated and value is None else value
-        assert stated and value == getattr(defaults, field), flag
+        assert stated, flag
+        word = stated.group(1)
+        value = word == "on" if word in ("on", "off") else float(word)
+        assert value == getattr(defaults, field), flag

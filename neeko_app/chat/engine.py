@@ -77,7 +77,8 @@ class ChatEngine:
                              f"limit is {self.max_reply_tokens} with a {self.context_tokens}-token "
                              "context")
         self.scheduler = scheduler or BatchScheduler(runtime.model, self.tokenizer)
-        systems_of_tokens(self.tokenizer)  # the script guard's index of the vocabulary
+        if self.decoding.script_guard:  # index the vocabulary now, not at the first reply
+            systems_of_tokens(self.tokenizer)
         self._gate_rows: dict[tuple[str, int], GateRow] = {}
 
     def close(self) -> None:

@@ -68,7 +68,7 @@ class ForeignScriptBan(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         width = scores.shape[-1]  # a model's head may be padded past the vocabulary, or short
-        foreign = self.foreign[:width]
-        if foreign.numel() < width:
-            foreign = torch.cat([foreign, foreign.new_zeros(width - foreign.numel())])
-        return scores.masked_fill(foreign.to(scores.device), -float("inf"))
+        if self.foreign.numel() != width:  # fitted once, at the first step
+            fitted = self.foreign[:width]
+            self.foreign = torch.cat([fitted, fitted.new_zeros(width - fitted.numel())])
+        return scores.masked_fill(self.foreign.to(scores.device), -float("inf"))
