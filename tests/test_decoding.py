@@ -86,3 +86,18 @@ def test_the_reply_may_not_echo_a_long_run_of_the_prompt():
     assert _greedy_choice(DecodingSettings(temperature=0, repetition_penalty=1.0,
                                            no_repeat_ngram_size=0, no_prompt_echo=0),
                           prompt, [1, 5, 6], scores) == 8
+
+
+def test_the_memory_notes_may_be_copied_at_any_length():
+    """A note's name and date run past the echo limit (digits are one token each): the
+    guard spares the notes' tokens, and only those."""
+    settings = DecodingSettings(temperature=0, repetition_penalty=1.0, no_repeat_ngram_size=0,
+                                no_prompt_echo=4)
+    scores = torch.zeros(10)
+    scores[8] = 1.0
+    prompt = [1, 5, 6, 8, 2, 3, 4, 9]  # header, then a note
+    processors = settings.penalties(len(prompt), quotable=[1, 5, 6, 8])
+    sequence = torch.tensor([prompt + [1, 5, 6]])
+    assert int(processors(sequence, scores[None].clone())[0].argmax()) == 8
+    other = settings.penalties(len(prompt), quotable=[2, 3, 4, 9])
+    assert int(other(sequence, scores[None].clone())[0].argmax()) != 8

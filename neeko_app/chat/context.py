@@ -47,7 +47,14 @@ def user_turns(turns: Sequence[Turn]) -> int:
 
 def memory_header(header: str, name: str, context: RetrievedContext) -> str:
     """`header` followed by the retrieved knowledge and the recalled exchanges."""
-    parts = [header]
+    notes = memory_notes(name, context)
+    return f"{header}\n\n{notes}" if notes else header
+
+
+def memory_notes(name: str, context: RetrievedContext) -> str:
+    """The retrieved knowledge and the recalled exchanges as the prompt shows them ("" for
+    none)."""
+    parts = []
     if context.knowledge:
         notes = "\n".join(f"- {chunk.text}" for chunk in context.knowledge)
         parts.append(f"What you know:\n{notes}")
@@ -56,6 +63,13 @@ def memory_header(header: str, name: str, context: RetrievedContext) -> str:
                             for e in sorted(context.recalled, key=lambda e: e.turn))
         parts.append(f"Earlier in this conversation:\n{earlier}")
     return "\n\n".join(parts)
+
+
+def quotable_ids(tokenizer, name: str, context: RetrievedContext) -> tuple[int, ...]:
+    """The token ids of the memory notes, which a reply may copy at any length (the prompt
+    echo guard spares them)."""
+    notes = memory_notes(name, context)
+    return tuple(tokenizer(notes, add_special_tokens=False).input_ids) if notes else ()
 
 
 def assemble_prompt(

@@ -40,13 +40,13 @@ class RowDecoder:
     """Token choice and incremental text for one request of a batch."""
 
     def __init__(self, tokenizer, prompt_ids: Sequence[int], settings: DecodingSettings,
-                 stop_ids: Sequence[int]) -> None:
+                 stop_ids: Sequence[int], quotable: Sequence[int] = ()) -> None:
         self.tokenizer = tokenizer
         self.settings = settings
         self.stop_ids = frozenset(stop_ids)
         self.sequence = torch.tensor([list(prompt_ids)], dtype=torch.long)
         self.generated: list[int] = []
-        self.processors = settings.logits_processors(prompt_ids, tokenizer)
+        self.processors = settings.logits_processors(prompt_ids, tokenizer, quotable)
         self.generator = (torch.Generator().manual_seed(settings.seed)
                           if settings.seed is not None else None)
         self.emitted = ""

@@ -18,6 +18,7 @@ from neeko_app.chat.context import (
     AssembledPrompt,
     RetrievedContext,
     assemble_prompt,
+    quotable_ids,
     user_turns,
 )
 from neeko_app.chat.generation import DecodingSettings
@@ -111,7 +112,9 @@ class ChatEngine:
         streams = self.scheduler.submit_many([
             GenerationRequest(tuple(self.tokenizer(prompt.text, add_special_tokens=False)
                                     .input_ids), self._gate_row(slug), decoding,
-                              self.adapter_name(slug))
+                              self.adapter_name(slug),
+                              quotable=quotable_ids(self.tokenizer, self.runtime.character(
+                                  slug).name, prompt.context))
             for slug, _, prompt in prepared])
         replies = []
         for (slug, turns, prompt), stream in zip(prepared, streams, strict=True):

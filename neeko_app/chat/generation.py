@@ -37,20 +37,23 @@ class NoPromptEcho(LogitsProcessor):
     """Forbid the reply to repeat any run of `size` consecutive prompt tokens.
 
     With the penalties on the reply alone, a small model may copy whole lines of its
-    prompt (a card-prompted base model recites the card). Shorter runs stay allowed, so a
-    name or a fact from a memory note can still be used."""
+    prompt (a card-prompted base model recites the card). Shorter runs stay allowed, and so
+    is any run of the `quotable` tokens (the memory notes): a note's name and date may be
+    copied whole ("the Rubicon, in 49 BC" is more than 8 tokens, digits one token each)."""
 
-    def __init__(self, prompt_length: int, size: int) -> None:
+    def __init__(self, prompt_length: int, size: int, quotable: Sequence[int] = ()) -> None:
         if size < 2:
             raise ValueError(f"an echo is at least 2 tokens long, got {size}")
         self.prompt_length = prompt_length
         self.size = size
+        self.quotable = _next_tokens(list(quotable), size - 1)
         self._next_tokens: list[dict[tuple[int, ...], set[int]]] | None = None  # per row
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         lead = self.size - 1
         if self._next_tokens is None:  # the prompt does not change: index it once
-            self._next_tokens = [_next_tokens(row[:self.prompt_length].tolist(), lead)
+            self._next_tokens = [_without(_next_tokens(row[:self.prompt_length].tolist(), lead),
+                                          self.quotable)
                                  for row in input_ids]
         if input_ids.shape[1] - self.prompt_length < lead:
             return scores
@@ -72,6 +75,13 @@ def _next_tokens(ids: list[int], lead: int) -> dict[tuple[int, ...], set[int]]:
     return table
 
 
+def _without(table: dict[tuple[int, ...], set[int]],
+             allowed: dict[tuple[int, ...], set[int]]) -> dict[tuple[int, ...], set[int]]:
+    """`table` less the continuations `allowed` holds."""
+    return {lead: rest for lead, tokens in table.items()
+            if (rest := tokens - allowed.get(lead, set()))}
+
+
 @dataclass(frozen=True)
 class DecodingSettings:
     """Sampling defaults that suit role-play replies on a small model."""
@@ -85,9 +95,9 @@ class DecodingSettings:
     script_guard: bool = True  # no letters of a writing system the prompt does not use
     seed: int | None = None
 
-    def penalties(self, prompt_length: int) -> LogitsProcessorList:
+    def penalties(self, prompt_length: int, quotable: Sequence[int] = ()) -> LogitsProcessorList:
         """Repetition penalty and no-repeat n-grams over the tokens after `prompt_length`,
-        and no echo of the prompt's longer runs."""
+        and no echo of the prompt's longer runs (except those of `quotable`)."""
         processors = LogitsProcessorList()
         if self.repetition_penalty != 1.0:
             processors.append(ReplyOnly(RepetitionPenaltyLogitsProcessor(self.repetition_penalty),
@@ -96,14 +106,15 @@ class DecodingSettings:
             processors.append(ReplyOnly(NoRepeatNGramLogitsProcessor(self.no_repeat_ngram_size),
                                         prompt_length))
         if self.no_prompt_echo > 0:
-            processors.append(NoPromptEcho(prompt_length, self.no_prompt_echo))
+            processors.append(NoPromptEcho(prompt_length, self.no_prompt_echo, quotable))
         return processors
 
-    def logits_processors(self, prompt_ids: Sequence[int], tokenizer) -> LogitsProcessorList:
+    def logits_processors(self, prompt_ids: Sequence[int], tokenizer,
+                          quotable: Sequence[int] = ()) -> LogitsProcessorList:
         """The penalties, the script guard and the temperature, for the scheduler's decoding
         loop; it samples the top-p nucleus itself (`decoding.nucleus`), which is the same
         rule as transformers' top-p warper without sorting the whole vocabulary."""
-        processors = self.penalties(len(prompt_ids))
+        processors = self.penalties(len(prompt_ids), quotable)
         if self.script_guard:
             processors.append(ForeignScriptBan(tokenizer, prompt_ids))
         if self.temperature > 0:

@@ -44,7 +44,8 @@ class GenerationRequest:
     """One reply to generate: prompt token ids, its gate row and its decoding settings.
 
     `model` names the character's adapter for a remote backend; `stop_ids` replace the
-    scheduler's end-of-reply tokens for this request.
+    scheduler's end-of-reply tokens for this request; `quotable` are the tokens of the
+    prompt's memory notes, which the reply may copy at any length.
     """
 
     prompt_ids: tuple[int, ...]
@@ -52,6 +53,7 @@ class GenerationRequest:
     settings: DecodingSettings
     model: str = ""
     stop_ids: tuple[int, ...] | None = None
+    quotable: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.prompt_ids:
@@ -197,7 +199,8 @@ class BatchScheduler:
         """Decode `batch` to the end: one forward pass per step for all unfinished rows."""
         device = self.model.keys.device
         rows = [RowDecoder(self.tokenizer, s.request.prompt_ids, s.request.settings,
-                           self._stop_ids if s.request.stop_ids is None else s.request.stop_ids)
+                           self._stop_ids if s.request.stop_ids is None else s.request.stop_ids,
+                           s.request.quotable)
                 for s in batch]
         width = max(len(s.request.prompt_ids) for s in batch)
         pad = self.tokenizer.pad_token_id

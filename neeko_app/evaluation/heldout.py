@@ -25,6 +25,7 @@ from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.reply import kept_text
 from neeko_app.chat.scheduler import BatchScheduler
 from neeko_app.evaluation import HELDOUT_DEFAULT_SYSTEMS, WRITTEN
+from neeko_app.evaluation.in_role import copied_card_words, in_role
 from neeko_app.evaluation.overlap import COPY_WORDS, longest_shared_run
 from neeko_app.evaluation.perplexity import diagonal_is_row_minimum, perplexity_matrix
 from neeko_app.evaluation.report import PerplexityMatrix, perplexity_markdown
@@ -35,6 +36,7 @@ from neeko_app.evaluation.role_identification import (
     training_lines_embedding,
 )
 from neeko_app.evaluation.systems import system_request
+from neeko_app.evaluation.text_metrics import relevance
 from neeko_app.evaluation.voice import speaks_in_first_person
 from neeko_app.memory import MemoryStore
 from neeko_app.runtime import Runtime
@@ -65,6 +67,13 @@ class Answer:
     identified_by_lines: str | None  # nearest mean of training replies
     copied_words: int  # longest word run the reply shares with its prompt's header
     ended_turn: bool  # False: cut by the length cap
+    copied_card_words: int = 0  # longest word run the reply shares with the card
+    relevance: float = 0.0  # cosine of the question's and the reply's embeddings
+
+    @property
+    def in_role(self) -> bool:
+        return in_role(self.character, self.identified_as, speaks_in_first_person(self.reply),
+                       self.copied_card_words)
 
 
 @dataclass(frozen=True)
@@ -112,6 +121,16 @@ class HeldoutReport:
         picked = [a.reply for a in self.answers if a.system == system]
         return sum(map(speaks_in_first_person, picked)) / max(1, len(picked))
 
+    def in_role_rate(self, system: str) -> float:
+        """Share of `system`'s replies in role (identified, first person, no recited card)."""
+        picked = [a.in_role for a in self.answers if a.system == system]
+        return sum(picked) / max(1, len(picked))
+
+    def relevance(self, system: str) -> float:
+        """Mean cosine of `system`'s replies with their questions."""
+        picked = [a.relevance for a in self.answers if a.system == system]
+        return sum(picked) / max(1, len(picked))
+
     def ended_turn_rate(self, system: str) -> float:
         """Share of `system`'s replies that ended their turn before the length cap."""
         picked = [a.ended_turn for a in self.answers if a.system == system]
@@ -137,6 +156,8 @@ class HeldoutReport:
             "role_identification_by_training_lines": self.accuracy_table(by_training_lines=True),
             f"copy_rate_{COPY_WORDS}_words": {s: self.copy_rate(s) for s in systems},
             "first_person_rate": {s: self.first_person_rate(s) for s in systems},
+            "in_role_rate": {s: self.in_role_rate(s) for s in systems},
+            "relevance": {s: self.relevance(s) for s in systems},
             "ended_turn_rate": {s: self.ended_turn_rate(s) for s in systems},
             "decoding": self.decoding,
             "seconds": self.seconds,
@@ -167,11 +188,13 @@ def _scored(heldout: dict[Character, list[Conversation]], system: str, replies: 
         return [vectors.slugs[k] if k >= 0 else None for k in indices]
 
     by_profile, by_lines = identify_each(replies, [vectors.profiles, vectors.training_lines])
+    openers = _openers(heldout)
+    scores = relevance([conversation.turns[0].text for _, conversation in openers], replies)
     return [Answer(c.slug, system, conversation.turns[0].text, reply, profile, lines,
-                   words, ended_turn)
-            for (c, conversation), reply, profile, lines, words, ended_turn
-            in zip(_openers(heldout), replies, named(by_profile), named(by_lines), copied, ended,
-                   strict=True)]
+                   words, ended_turn, copied_card_words(reply, c), score)
+            for (c, conversation), reply, profile, lines, words, ended_turn, score
+            in zip(openers, replies, named(by_profile), named(by_lines), copied, ended,
+                   scores, strict=True)]
 
 
 def _written_answers(heldout: dict[Character, list[Conversation]],
@@ -282,5 +305,9 @@ def format_report(report: HeldoutReport) -> str:
     lines += ["", "Share of replies that", "", *head("measure"),
               row(f"copy ≥{COPY_WORDS} words of their prompt", map(report.copy_rate, systems)),
               row("speak in the first person", map(report.first_person_rate, systems)),
-              row("end their turn before the length cap", map(report.ended_turn_rate, systems))]
+              row(f"are in role (identified, first person, < {COPY_WORDS} card words)",
+                  map(report.in_role_rate, systems)),
+              row("end their turn before the length cap", map(report.ended_turn_rate, systems)),
+              "", *head("measure"),
+              row("relevance (question-reply cosine)", map(report.relevance, systems))]
     return "\n".join(lines)

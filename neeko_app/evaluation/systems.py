@@ -20,7 +20,7 @@ from contextlib import contextmanager
 import torch
 
 from neeko_app.characters.card import Character
-from neeko_app.chat.context import RetrievedContext, memory_header
+from neeko_app.chat.context import RetrievedContext, memory_header, quotable_ids
 from neeko_app.chat.engine import ContextLimits
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.prompt import Turn, character_header, render_prompt
@@ -44,18 +44,28 @@ def profile_prompt_header(character: Character) -> str:
     return "\n".join(parts)
 
 
+def system_context(system: str, character: Character, question: str,
+                   memory: MemoryStore | None) -> RetrievedContext:
+    """What memory gives `system` for `question`: the knowledge the chat app retrieves for
+    blocks+memory, nothing for the others."""
+    if system != "blocks+memory":
+        return RetrievedContext()
+    if memory is None:
+        raise ValueError("the blocks+memory system needs a memory store")
+    found = memory.search_knowledge(character.slug, question, ContextLimits.knowledge_k)
+    return RetrievedContext(tuple(found))
+
+
 def system_header(system: str, character: Character, question: str,
                   memory: MemoryStore | None) -> str:
     """The header `system` puts before `question` (see the module docstring)."""
+    return _header(system, character, system_context(system, character, question, memory))
+
+
+def _header(system: str, character: Character, context: RetrievedContext) -> str:
     if system in ("profile-prompt", "blocks+card"):
         return profile_prompt_header(character)
-    header = character_header(character)
-    if system == "blocks+memory":
-        if memory is None:
-            raise ValueError("the blocks+memory system needs a memory store")
-        found = memory.search_knowledge(character.slug, question, ContextLimits.knowledge_k)
-        header = memory_header(header, character.name, RetrievedContext(tuple(found)))
-    return header
+    return memory_header(character_header(character), character.name, context)
 
 
 MIX_BLOCK = "lora-mix"  # the name of the LoRA-mix baseline's block in the model
@@ -92,11 +102,14 @@ def system_request(system: str, runtime: Runtime, character: Character,
                    history: Sequence[Turn], question: str, memory: MemoryStore | None,
                    decoding: DecodingSettings) -> tuple[str, GenerationRequest]:
     """`system`'s header for `question` after `history`, and the request that answers it."""
-    header = system_header(system, character, question, memory)
+    tokenizer = runtime.base.tokenizer
+    context = system_context(system, character, question, memory)
+    header = _header(system, character, context)
     prompt = render_prompt(header, [*history, Turn("user", question)])
-    ids = runtime.base.tokenizer(prompt, add_special_tokens=False).input_ids
-    return header, GenerationRequest(tuple(ids), gate_row(system_gate(system, runtime,
-                                                                      character)), decoding)
+    ids = tokenizer(prompt, add_special_tokens=False).input_ids
+    return header, GenerationRequest(
+        tuple(ids), gate_row(system_gate(system, runtime, character)), decoding,
+        quotable=quotable_ids(tokenizer, character.name, context))
 
 
 @contextmanager

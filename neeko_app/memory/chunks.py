@@ -1,4 +1,5 @@
-"""Character knowledge as chunks: profile paragraphs, example lines and lore entries."""
+"""Character knowledge as chunks: one-sentence facts, or profile paragraphs and example
+lines; and lore entries."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 
 from neeko_app.memory.validation import validate_text
 
-KNOWLEDGE_KINDS = ("profile", "example", "lore")
+KNOWLEDGE_KINDS = ("fact", "profile", "example", "lore")
 MAX_CHUNK_CHARS = 800
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")

@@ -1,4 +1,5 @@
-"""A character's knowledge for the memory: profile paragraphs, example lines, lorebook."""
+"""A character's knowledge for the memory: its fact sheet (else profile paragraphs and
+example lines), and its lorebook."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import logging
 from collections.abc import Iterable
 
 from neeko_app.characters.card import Character, CharacterError
+from neeko_app.characters.facts import FactSheetError, known_facts
 from neeko_app.characters.lorebook import load_lorebook
 from neeko_app.memory.chunks import KnowledgeChunk, profile_chunks
 from neeko_app.memory.store import MemoryStore
@@ -14,15 +16,26 @@ log = logging.getLogger(__name__)
 
 
 def character_chunks(character: Character) -> list[KnowledgeChunk]:
-    """Profile (profile.md, else the card), example lines and lorebook entries as chunks.
+    """What memory retrieves for `character`: with a fact sheet, its known facts as
+    one-sentence notes (a small model uses two or three short notes far better than long
+    profile paragraphs); without one, the profile (profile.md, else the card) and the
+    example lines. Lorebook entries come after either.
 
-    A malformed lorebook is logged and left out; the rest is still indexed.
+    A malformed fact sheet or lorebook is logged and left out; the rest is still indexed.
     """
     try:
         lore = [entry.content for entry in load_lorebook(character)]
     except CharacterError as err:
         log.warning("lorebook of %s not indexed: %s", character.slug, err)
         lore = []
+    try:
+        facts = known_facts(character.folder) if character.folder else []
+    except FactSheetError as err:
+        log.warning("fact sheet of %s not indexed, the profile is used: %s", character.slug, err)
+        facts = []
+    if facts:
+        return [KnowledgeChunk(fact.fact, "fact") for fact in facts] + profile_chunks(
+            "", lore=lore)
     return profile_chunks(character.profile_text(), character.example_lines, lore=lore)
 
 

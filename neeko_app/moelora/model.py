@@ -97,7 +97,7 @@ class NeekoModel(nn.Module):
         """Drop the block named `name`; the others keep their weights (their indices shift)."""
         dropped = self.block_index(name)
         kept = [i for i in range(self.num_blocks) if i != dropped]
-        self._keep_blocks(torch.tensor(kept), [self.block_names[i] for i in kept])
+        self._keep_blocks(torch.tensor(kept, dtype=torch.long), [self.block_names[i] for i in kept])
 
     def _keep_blocks(self, index: slice | torch.Tensor, names: list[str]) -> None:
         """Keep the blocks `index` selects (a slice keeps views), named `names`."""

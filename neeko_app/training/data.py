@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ import torch
 
 from neeko_app.characters.card import Character
 from neeko_app.chat.prompt import BOS, SPEAKER, TURN_END, TURN_START, Turn, character_header
+from neeko_app.jsonl import jsonl_records
 from neeko_app.training.loop import IGNORE, TrainingBatch
 
 MAX_DIALOGUE_BYTES = 20 * 1024 * 1024
@@ -29,11 +29,13 @@ class Conversation:
 
 @dataclass(frozen=True)
 class Example:
-    """One tokenized conversation for one block."""
+    """One tokenized conversation for one block, or several packed into one row: then
+    `positions` restart at 0 where each conversation begins."""
 
     block: str
     input_ids: list[int]
     labels: list[int]
+    positions: list[int] | None = None
 
 
 def _turn_text(raw: dict) -> str:
@@ -62,24 +64,8 @@ def parse_conversation(raw: object, where: str) -> Conversation:
 
 def load_dialogues(path: str | Path) -> list[Conversation]:
     """Read a dialogues JSONL file (one conversation a line); blank lines are skipped."""
-    path = Path(path)
-    if not path.is_file():
-        raise DialogueError(f"{path} does not exist")
-    if path.stat().st_size > MAX_DIALOGUE_BYTES:
-        raise DialogueError(f"{path} is larger than {MAX_DIALOGUE_BYTES >> 20} MiB")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise DialogueError(f"{path} is not UTF-8 text") from None
-    conversations = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DialogueError(f"{path.name} line {number}: not JSON ({err.msg})") from None
-        conversations.append(parse_conversation(raw, f"{path.name} line {number}"))
+    conversations = [parse_conversation(raw, where)
+                     for where, raw in jsonl_records(path, DialogueError, MAX_DIALOGUE_BYTES)]
     if not conversations:
         raise DialogueError(f"{path} holds no conversations")
     return conversations
@@ -128,17 +114,47 @@ def character_examples(
 
 
 def collate(examples: Sequence[Example], pad_id: int) -> TrainingBatch:
-    """Right-pad a list of examples into one batch."""
+    """Right-pad a list of examples into one batch (packed rows keep their positions; their
+    padding is one more span of its own, with no labels)."""
     width = max(len(e.input_ids) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
+    packed = any(e.positions is not None for e in examples)
+    positions = torch.zeros((len(examples), width), dtype=torch.long)
     for row, example in enumerate(examples):
         n = len(example.input_ids)
         ids[row, :n] = torch.tensor(example.input_ids)
         labels[row, :n] = torch.tensor(example.labels)
         mask[row, :n] = 1
+        positions[row, :n] = torch.tensor(example.positions or range(n))
+        positions[row, n:] = torch.arange(width - n)
+    if packed:
+        return TrainingBatch(ids, None, labels, [e.block for e in examples], positions)
     return TrainingBatch(ids, mask, labels, [e.block for e in examples])
+
+
+def pack_examples(examples: Sequence[Example], row_tokens: int, seed: int) -> list[Example]:
+    """Conversations of the same block packed into rows of at most `row_tokens` tokens
+    (first fit, in an order shuffled by `seed`), so short exchanges waste no padding.
+
+    Each conversation keeps its own labels and restarts the positions at 0; the token
+    before a conversation (the previous one's last) never predicts one of its labels,
+    since every conversation starts with an unlabelled <bos>."""
+    order = epoch_order(len(examples), seed, -1)
+    rows: dict[str, list[list[Example]]] = {}
+    for index in order:
+        example = examples[index]
+        block_rows = rows.setdefault(example.block, [])
+        room = row_tokens - len(example.input_ids)
+        row = next((r for r in block_rows if sum(len(e.input_ids) for e in r) <= room), None)
+        if row is None:
+            block_rows.append(row := [])
+        row.append(example)
+    return [Example(block, [t for e in row for t in e.input_ids],
+                    [t for e in row for t in e.labels],
+                    [p for e in row for p in range(len(e.input_ids))])
+            for block, block_rows in rows.items() for row in block_rows]
 
 
 def epoch_order(num_examples: int, seed: int, epoch: int) -> list[int]:

@@ -16,7 +16,13 @@ from safetensors import safe_open
 from neeko_app.moelora import NeekoModel
 from neeko_app.storage import atomic_save_tensors, load_tensors
 from neeko_app.training.best_epoch import BestEpochs
-from neeko_app.training.data import Example, batches_from, batches_per_epoch, collate
+from neeko_app.training.data import (
+    Example,
+    batches_from,
+    batches_per_epoch,
+    collate,
+    pack_examples,
+)
 from neeko_app.training.loop import BlockTrainer, block_training, labelled_token_losses
 
 CHECKPOINT_FILE = "checkpoint.safetensors"  # weights, optimiser and step in one atomic file
@@ -37,6 +43,9 @@ class TrainingConfig:
     # knowledge chunks retrieved into each conversation's header, as the chat app adds them
     # (0: the short header alone)
     knowledge_k: int = 0
+    # conversations of a block packed into rows of this many tokens (0: one a row, padded)
+    pack_tokens: int = 0
+    bf16: bool = False  # forward under bfloat16 autocast (weights and optimiser stay fp32)
 
 
 # A block trained alone (expansion, the wizard) takes batches of 2. In agent pre-training
@@ -112,13 +121,16 @@ def run_training(
     caller removes the checkpoint (`discard_checkpoint`) once it has saved what it trained,
     so a crash while saving is resumed without training again.
     """
+    if config.pack_tokens:
+        examples = pack_examples(examples, config.pack_tokens, config.seed)
     per_epoch = batches_per_epoch(len(examples), config.batch_size)
     total = config.epochs * per_epoch
     fingerprint = run_fingerprint(model, examples, trainable, config, heldout)
     measure = bool(heldout) and (on_progress is not None or config.keep_best_epoch)
     losses: list[float] = []
     started = time.monotonic()
-    with block_training(model, trainable, config.lr, config.weight_decay) as trainer:
+    with block_training(model, trainable, config.lr, config.weight_decay,
+                        config.bf16) as trainer:
         best = BestEpochs(model, keep_weights=config.keep_best_epoch)
         step = _resume(trainer, best, checkpoint_dir, fingerprint)
         while step < total:

@@ -41,6 +41,7 @@ from neeko_app.training.data import (
     load_dialogues,
 )
 from neeko_app.training.grounding import grounded_examples
+from neeko_app.training.knowledge_data import knowledge_examples
 from neeko_app.training.trainer import (
     Progress,
     TrainingConfig,
@@ -91,9 +92,16 @@ def heldout_examples_for(characters: Sequence[Character], tokenizer, max_tokens:
 
 def job_examples(characters: Sequence[Character], tokenizer,
                  config: TrainingConfig) -> tuple[list[Example], list[Example]]:
-    """The training and held-out examples a run with `config` trains and measures on."""
-    return (examples_for(characters, tokenizer, config.max_tokens,
-                         knowledge_k=config.knowledge_k),
+    """The training and held-out examples a run with `config` trains and measures on: the
+    dialogues, plus the knowledge and recall exchanges of the characters that have them."""
+    examples = examples_for(characters, tokenizer, config.max_tokens,
+                            knowledge_k=config.knowledge_k)
+    for character in characters:
+        try:
+            examples += knowledge_examples(character, tokenizer, config.max_tokens)
+        except DialogueError as err:
+            raise CharacterError(f"{character.slug}: {err}") from None
+    return (examples,
             heldout_examples_for(characters, tokenizer, config.max_tokens, config.knowledge_k))
 
 
