@@ -298,9 +298,6 @@ def build_parser() -> argparse.ArgumentParser:
         "eval-recall", help="does a character recall what the user said before the history "
                             "overflowed? (memory probes)")
     recall.add_argument("characters", nargs="*", help="characters to probe (default: all)")
-    recall.add_argument("--small-talk", type=_positive_int, default=60, metavar="N",
-                        help="exchanges between the fact and the question (default 60: "
-                             "more than the prompt holds)")
     recall.add_argument("--out", help="write the report (every reply) as JSON here")
     _add_model_flags(recall)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from neeko_app.characters.card import load_character
 from neeko_app.characters.facts import (
     FACTS_FILE,
     QUIZ_FILE,
@@ -16,9 +17,11 @@ from neeko_app.characters.facts import (
     load_facts,
     load_quiz,
 )
+from neeko_app.characters.registry import check_character
 from neeko_app.evaluation.overlap import words
 from neeko_app.training.data import DialogueError, load_dialogues
 from neeko_app.training.knowledge_data import KNOWLEDGE_FILE, RECALL_FILE, load_recall
+from tests.conftest import write_card
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p.parent for p in (ROOT / "characters").glob(f"*/{QUIZ_FILE}"))
@@ -147,3 +150,16 @@ def test_shipped_facts_are_checked_against_the_reference_and_not_copied(folder):
     written = [f.fact for f in facts] + [turn.text for c in load_dialogues(folder / KNOWLEDGE_FILE)
                                          for turn in c.turns]
     assert [text for text in written if _runs(text, 8) & copied] == []
+
+
+def test_the_registry_check_reports_broken_knowledge_files(tmp_path):
+    folder = write_card(tmp_path, "ada", "Ada")
+    write_lines(folder / FACTS_FILE, FACT)
+    write_lines(folder / QUIZ_FILE, QUESTION, {**QUESTION, "id": "x-q02", "fact": "x-f404"})
+    write_lines(folder / KNOWLEDGE_FILE, {"id": "k1", "turns": [{"role": "user", "text": "Hi"}]})
+    write_lines(folder / RECALL_FILE, "{broken")
+    issues = check_character(load_character(folder))
+    assert any("quiz.jsonl: question x-q02 names 'x-f404'" in issue for issue in issues)
+    assert any("knowledge.jsonl line 1: the last turn must be the character's" in issue
+               for issue in issues)
+    assert any("recall.jsonl line 1: not JSON" in issue for issue in issues)

@@ -3,6 +3,7 @@ knowledge data in training (tiny model)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -59,11 +60,16 @@ def test_report_measures_per_system_and_character():
 
 
 def test_a_later_run_joins_the_report_and_replaces_only_its_own_systems():
-    before = QuizReport(["miller"], [answer("blocks", False), answer("blocks@before", False)])
+    before = QuizReport(["miller", "sailor"], [
+        answer("blocks", False), answer("blocks@before", False),
+        answer("blocks@before", True, character="sailor")])
     after = QuizReport(["miller"], [answer("blocks", True)])
     both = merged(before, after)
     assert both.systems == ["blocks@before", "blocks"]
-    assert both.accuracy("blocks") == 1.0 and both.accuracy("blocks@before") == 0.0
+    assert both.accuracy("blocks") == 1.0 and both.accuracy("blocks@before") == 0.5
+    # a character the later run left out has no score there, not a zero
+    assert both.accuracy("blocks", "sailor") is None
+    assert "| sailor | 1.00 | – |" in format_quiz_report(both)
 
 
 def write_character(root: Path, slug: str) -> None:
@@ -156,3 +162,29 @@ def test_recall_probes_overflow_the_history_and_memory_brings_turn_one_back(
         assert a["first_kept_turn"] > 1  # the fact's turn is no longer in the history
         assert a["correct"] == bool(re.search(PROBES[a["probe"]].answer, a["reply"], re.I))
     assert report["turn_1_recalled"] >= 0.8
+
+
+def test_the_quiz_curve_script_quizzes_every_epoch_and_keeps_the_best(quiz_settings, tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "quiz_curve", Path(__file__).resolve().parents[1] / "reports" /
+        "knowledge-2026-12-04" / "quiz_curve.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "curve.json"
+    rows = module.quiz_curve(quiz_settings, "miller", [1e-3], epochs=2, batch_size=2,
+                             bf16=False, out=out)
+    assert [row["epoch"] for row in rows] == [1, 2] and rows[-1]["kept_epoch"] in (1, 2)
+    assert json.loads(out.read_text())["rows"] == rows
+    assert (tmp_path / "curve-lr0.001" / "miller" / "block.safetensors").is_file()
+    assert out.with_suffix(".png").is_file()
+
+
+def test_the_unseen_questions_are_in_no_data_file():
+    spec = importlib.util.spec_from_file_location(
+        "unseen_replies", Path(__file__).resolve().parents[1] / "reports" /
+        "knowledge-2026-12-04" / "unseen_replies.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    written = "\n".join(p.read_text(encoding="utf-8") for p in
+                        (Path(__file__).resolve().parents[1] / "characters").glob("*/*.jsonl"))
+    assert module.QUESTIONS and not [q for _, q in module.QUESTIONS if q in written]

@@ -38,6 +38,7 @@ from neeko_app.memory.knowledge import index_characters
 from neeko_app.memory.store import CONVERSATION_COLLECTION
 from neeko_app.runtime import Runtime, load_runtime
 from neeko_app.training.cli_progress import ProgressBar
+from neeko_app.training.knowledge_data import KNOWLEDGE_FILE, RECALL_FILE
 from neeko_app.training.trainer import (
     EXPANSION_TRAINING,
     Progress,
@@ -178,8 +179,8 @@ def _expansion(settings: Settings, runtime: Runtime, scratch: Path, options: End
     """Add a copy of a shipped character, cut to N exchanges, by expansion."""
     source = scratch / "bench-expansion"
     shutil.copytree(settings.characters_dir / EXPANSION_SOURCE, source)
-    for artefact in ("block.safetensors", "role.safetensors"):
-        (source / artefact).unlink(missing_ok=True)
+    for artefact in ("block.safetensors", "role.safetensors", KNOWLEDGE_FILE, RECALL_FILE):
+        (source / artefact).unlink(missing_ok=True)  # N exchanges of dialogue, nothing more
     card = json.loads((source / "character.json").read_text())
     card |= {"slug": "bench-expansion", "name": f"{card['name']} (benchmark copy)"}
     (source / "character.json").write_text(json.dumps(card))

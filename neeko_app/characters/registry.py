@@ -17,6 +17,13 @@ from neeko_app.characters.card import (
     CharacterError,
     load_character,
 )
+from neeko_app.characters.facts import (
+    FACTS_FILE,
+    QUIZ_FILE,
+    FactSheetError,
+    load_facts,
+    load_quiz,
+)
 from neeko_app.moelora.persistence import AdapterFormatError, read_block_metadata
 from neeko_app.training.data import DialogueError, load_dialogues
 
@@ -75,6 +82,31 @@ def named(characters: Iterable[Character], name: str) -> Character | None:
     return next((c for c in characters if c.name.casefold().strip() == key), None)
 
 
+def _check_knowledge(folder: Path) -> list[str]:
+    """Problems of the optional fact sheet, quiz, knowledge and recall files."""
+    from neeko_app.training.knowledge_data import KNOWLEDGE_FILE, RECALL_FILE, load_recall
+
+    issues: list[str] = []
+    facts = None
+    if (folder / FACTS_FILE).exists():
+        try:
+            facts = load_facts(folder / FACTS_FILE)
+        except FactSheetError as err:
+            issues.append(str(err))
+    if (folder / QUIZ_FILE).exists():
+        try:
+            load_quiz(folder / QUIZ_FILE, facts)
+        except FactSheetError as err:
+            issues.append(str(err))
+    for name, load in ((KNOWLEDGE_FILE, load_dialogues), (RECALL_FILE, load_recall)):
+        if (folder / name).exists():
+            try:
+                load(folder / name)
+            except DialogueError as err:
+                issues.append(str(err))
+    return issues
+
+
 def check_character(character: Character, strict: bool = False) -> list[str]:
     """Everything wrong with a character's data files (empty list: all good).
 
@@ -100,6 +132,7 @@ def check_character(character: Character, strict: bool = False) -> list[str]:
             continue
         if strict and count < minimum:
             issues.append(f"{name} has {count} conversations; at least {minimum} are needed")
+    issues += _check_knowledge(folder)
     if character.block_path.exists():
         try:
             read_block_metadata(character.block_path)

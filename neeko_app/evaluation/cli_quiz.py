@@ -69,8 +69,7 @@ def run_recall_command(settings: Settings, args: argparse.Namespace) -> int:
     with scratch_knowledge(characters) as memory:
         engine = ChatEngine(runtime, memory, GREEDY)
         try:
-            report = run_recall(engine, memory, slugs, small_talk_turns=args.small_talk,
-                                progress=bars)
+            report = run_recall(engine, memory, slugs, progress=bars)
         finally:
             bars.close()
             engine.close()

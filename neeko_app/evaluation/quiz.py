@@ -81,19 +81,20 @@ class QuizReport:
         return [a for a in self.answers
                 if a.system == system and character in (None, a.character)]
 
-    def accuracy(self, system: str, character: str | None = None) -> float:
+    def accuracy(self, system: str, character: str | None = None) -> float | None:
         """Share of quiz questions answered right."""
         return _mean([a.correct for a in self._picked(system, character)])
 
-    def in_role_rate(self, system: str, character: str | None = None) -> float:
+    def in_role_rate(self, system: str, character: str | None = None) -> float | None:
         """Share of replies in role (see the module docstring)."""
         return _mean([a.in_role for a in self._picked(system, character)])
 
-    def relevance(self, system: str, character: str | None = None) -> float:
+    def relevance(self, system: str, character: str | None = None) -> float | None:
         """Mean question-reply cosine."""
         return _mean([a.relevance for a in self._picked(system, character)])
 
-    def role_identification(self, system: str, character: str | None = None) -> float:
+    def role_identification(self, system: str, character: str | None = None
+                            ) -> float | None:
         """Share of replies nearest their own profile (secondary: reciting games it)."""
         return _mean([a.identified_as == a.character for a in self._picked(system, character)])
 
@@ -117,8 +118,13 @@ class QuizReport:
                    dict(data.get("decoding") or {}), float(data.get("seconds") or 0.0))
 
 
-def _mean(values: Sequence[bool | float]) -> float:
-    return sum(values) / len(values) if values else 0.0
+def _mean(values: Sequence[bool | float]) -> float | None:
+    """The mean, or None where a system did not answer (a character left out of a run)."""
+    return sum(values) / len(values) if values else None
+
+
+def _cell(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
 
 
 def character_quiz(character: Character) -> list[QuizQuestion]:
@@ -145,7 +151,8 @@ def run_quiz(runtime: Runtime, slugs: Sequence[str], systems: Sequence[str] = QU
              decoding: DecodingSettings = GREEDY,
              memory: MemoryStore | None = None, label: str = "", batch_size: int = 8,
              progress: ProgressCallback = lambda stage, done, total: None) -> QuizReport:
-    """Every quiz question of `slugs` answered by each of `systems` (names get `@label`)."""
+    """Every quiz question of `slugs` answered by each of `systems` (the names of those
+    that use blocks get `@label`)."""
     started = time.perf_counter()
     characters = [runtime.character(slug) for slug in slugs]
     quizzes = [(c, q) for c in characters for q in character_quiz(c)]
@@ -156,7 +163,8 @@ def run_quiz(runtime: Runtime, slugs: Sequence[str], systems: Sequence[str] = QU
         replies = _replies(runtime, quizzes, system, decoding, memory, batch_size, progress)
         nearest = identify(replies, profiles)
         scores = relevance([q.question for _, q in quizzes], replies)
-        name = f"{system}@{label}" if label else system
+        # the card-prompted baseline has no blocks: another set of blocks does not change it
+        name = f"{system}@{label}" if label and system != "profile-prompt" else system
         report.answers += [
             QuizAnswer(c.slug, name, q.id, q.question, reply, q.is_answered_by(reply),
                        cast[k].slug if k >= 0 else None, speaks_in_first_person(reply),
@@ -186,16 +194,19 @@ def _replies(runtime: Runtime, quizzes: list[tuple[Character, QuizQuestion]], sy
 def format_quiz_report(report: QuizReport) -> str:
     """Markdown: accuracy per character and system, then the overall headline measures."""
     systems = report.systems
-    head = ["| character | " + " | ".join(systems) + " |", "|---" * (len(systems) + 1) + "|"]
-    lines = ["Fact quiz accuracy", "", *head]
+
+    def head(first: str) -> list[str]:
+        return [f"| {first} | " + " | ".join(systems) + " |", "|---" * (len(systems) + 1) + "|"]
+
+    lines = ["Fact quiz accuracy", "", *head("character")]
     for name in [*report.characters, None]:
         lines.append(f"| {name or '**overall**'} | "
-                     + " | ".join(f"{report.accuracy(s, name):.2f}" for s in systems) + " |")
-    lines += ["", "Headline measures (all quiz replies)", "", *head]
+                     + " | ".join(_cell(report.accuracy(s, name)) for s in systems) + " |")
+    lines += ["", "Headline measures (all quiz replies)", "", *head("measure")]
     for title, measure in (("fact quiz accuracy", report.accuracy),
                            (f"in role (identified, first person, < {COPY_WORDS} card words)",
                             report.in_role_rate),
                            ("relevance (question-reply cosine)", report.relevance),
                            ("role identification (secondary)", report.role_identification)):
-        lines.append(f"| {title} | " + " | ".join(f"{measure(s):.2f}" for s in systems) + " |")
+        lines.append(f"| {title} | " + " | ".join(_cell(measure(s)) for s in systems) + " |")
     return "\n".join(lines)

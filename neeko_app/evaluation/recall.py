@@ -1,10 +1,11 @@
 """`neeko eval-recall`: does a character remember what the user told it long ago?
 
 Each probe opens a session with a personal fact ("my dog is called Tobermory"), fills the
-conversation with small talk until the history no longer fits the prompt, then asks for the
-fact. The earlier exchanges are in the session's memory, as the chat app and the API leave
-them; the reply is built exactly as in chat (recent history, knowledge, recalled exchanges)
-and counts when it holds the fact. The probes' names are not in any training file.
+conversation with small talk until the history alone is longer than the model's context
+(so the fact's turn cannot be in the prompt), then asks for the fact. The earlier exchanges
+are in the session's memory, as the chat app and the API leave them; the reply is built
+exactly as in chat (recent history, knowledge, recalled exchanges) and counts when it holds
+the fact. The probes' names are not in any training file.
 """
 
 from __future__ import annotations
@@ -102,17 +103,21 @@ class RecallReport:
                 "answers": [asdict(a) for a in self.answers]}
 
 
-def probe_history(probe: Probe, small_talk_turns: int) -> list[Turn]:
-    """The conversation up to the question: the fact, then `small_talk_turns` exchanges."""
+def probe_history(probe: Probe, count_tokens: Callable[[str], int],
+                  context_tokens: int) -> list[Turn]:
+    """The conversation up to the question: the fact, then small talk until the history
+    alone is longer than `context_tokens` (so the fact's turn cannot be in the prompt)."""
     turns = [Turn("user", probe.told), Turn("character", probe.acknowledged)]
-    for k in range(small_talk_turns):
+    k = 0
+    while count_tokens("\n".join(turn.text for turn in turns)) <= context_tokens:
         user, reply = SMALL_TALK[k % len(SMALL_TALK)]
         turns += [Turn("user", user), Turn("character", reply)]
+        k += 1
     return [*turns, Turn("user", probe.question)]
 
 
 def run_recall(engine: ChatEngine, memory: MemoryStore, slugs: Sequence[str],
-               probes: Sequence[Probe] = PROBES, small_talk_turns: int = 60,
+               probes: Sequence[Probe] = PROBES,
                decoding: DecodingSettings = GREEDY,
                progress: ProgressCallback = lambda stage, done, total: None) -> RecallReport:
     """Every probe put to every character of `slugs`, each in its own session (`memory` is
@@ -123,7 +128,7 @@ def run_recall(engine: ChatEngine, memory: MemoryStore, slugs: Sequence[str],
     replies = []
     for slug, k, probe in jobs:
         session = f"eval-recall-{slug}-{k}"
-        turns = probe_history(probe, small_talk_turns)
+        turns = probe_history(probe, engine.count_tokens, engine.context_tokens)
         exchanges = zip(turns[:-1:2], turns[1:-1:2], strict=True)
         for turn, (user, reply) in enumerate(exchanges, start=1):
             memory.remember_exchange(session, slug, user.text, reply.text, turn)

@@ -120,18 +120,18 @@ def collate(examples: Sequence[Example], pad_id: int) -> TrainingBatch:
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
-    packed = any(e.positions is not None for e in examples)
-    positions = torch.zeros((len(examples), width), dtype=torch.long)
     for row, example in enumerate(examples):
         n = len(example.input_ids)
         ids[row, :n] = torch.tensor(example.input_ids)
         labels[row, :n] = torch.tensor(example.labels)
         mask[row, :n] = 1
-        positions[row, :n] = torch.tensor(example.positions or range(n))
-        positions[row, n:] = torch.arange(width - n)
-    if packed:
-        return TrainingBatch(ids, None, labels, [e.block for e in examples], positions)
-    return TrainingBatch(ids, mask, labels, [e.block for e in examples])
+    blocks = [e.block for e in examples]
+    if all(e.positions is None for e in examples):
+        return TrainingBatch(ids, mask, labels, blocks)
+    positions = torch.stack([torch.tensor([*(e.positions or range(len(e.input_ids))),
+                                           *range(width - len(e.input_ids))])
+                             for e in examples])
+    return TrainingBatch(ids, None, labels, blocks, positions)
 
 
 def pack_examples(examples: Sequence[Example], row_tokens: int, seed: int) -> list[Example]:

@@ -103,6 +103,7 @@ def plot(rows: list[dict], path: Path, slug: str) -> None:
         for system, style in zip(SYSTEMS, ("-o", "--s"), strict=True):
             axes.plot([r["epoch"] for r in picked], [r[system] for r in picked], style,
                       label=f"{system}, lr {lr:g}")
+    axes.set_xticks(sorted({row["epoch"] for row in rows}))
     axes.set(xlabel="epoch", ylabel="quiz accuracy", ylim=(0, 1),
              title=f"{slug}: held-out fact quiz after each epoch")
     axes.legend()
