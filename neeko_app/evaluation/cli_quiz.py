@@ -7,6 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
+from neeko_app.characters.facts import QUIZ_FILE
 from neeko_app.chat.engine import ChatEngine
 from neeko_app.config import Settings
 from neeko_app.evaluation.cli_heldout import StageBars, heldout_decoding
@@ -37,9 +38,9 @@ def run_quiz_command(settings: Settings, args: argparse.Namespace) -> int:
     with --out, add the systems to that report (so runs of other blocks join one table)."""
     runtime = load_runtime(settings)
     slugs = args.characters or sorted(
-        slug for slug, c in runtime.characters.items() if (c.folder / "quiz.jsonl").is_file())
+        slug for slug, c in runtime.characters.items() if (c.folder / QUIZ_FILE).is_file())
     if not slugs:
-        raise ValueError("no character has a quiz.jsonl")
+        raise ValueError(f"no character has a {QUIZ_FILE}")
     if args.blocks_from:
         replace_blocks(runtime, Path(args.blocks_from), slugs)
     decoding = heldout_decoding(args.sample, args.max_new_tokens, args.seed)

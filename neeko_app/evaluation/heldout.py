@@ -23,7 +23,7 @@ import torch
 from neeko_app.characters.card import HELDOUT_FILE, Character
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.reply import kept_text
-from neeko_app.chat.scheduler import BatchScheduler
+from neeko_app.chat.scheduler import BatchScheduler, GenerationRequest
 from neeko_app.evaluation import HELDOUT_DEFAULT_SYSTEMS, WRITTEN
 from neeko_app.evaluation.in_role import copied_card_words, in_role
 from neeko_app.evaluation.overlap import COPY_WORDS, longest_shared_run
@@ -207,10 +207,28 @@ def _written_answers(heldout: dict[Character, list[Conversation]],
                    vectors)
 
 
-def _decoding_of_reply(decoding: DecodingSettings, k: int) -> DecodingSettings:
+def decoding_of_reply(decoding: DecodingSettings, k: int) -> DecodingSettings:
     """Reply k's decoding: its own seed when sampling with one, so every reply differs and
     the whole run repeats."""
     return decoding if decoding.seed is None else replace(decoding, seed=decoding.seed + k)
+
+
+def generated_replies(runtime: Runtime, requests: Sequence[GenerationRequest], batch_size: int,
+                      progress: Callable[[int], None] = lambda done: None
+                      ) -> tuple[list[str], list[bool]]:
+    """Each request's reply as the app keeps it (ended at a full sentence when cut), and
+    whether it ended its turn before the length cap; batched, `progress(done)` per reply."""
+    scheduler = BatchScheduler(runtime.model, runtime.base.tokenizer, max_batch=batch_size)
+    replies: list[str] = []
+    ended: list[bool] = []
+    try:
+        for stream in scheduler.submit_many(requests):
+            replies.append(kept_text("".join(stream).strip(), stream.finish_reason))
+            ended.append(stream.finish_reason != "length")
+            progress(len(replies))
+    finally:
+        scheduler.close()
+    return replies, ended
 
 
 def _answer_all(runtime: Runtime, heldout: dict[Character, list[Conversation]],
@@ -221,19 +239,12 @@ def _answer_all(runtime: Runtime, heldout: dict[Character, list[Conversation]],
     openers = _openers(heldout)
     headers, requests = zip(*(system_request(system, runtime, character, [],
                                              conversation.turns[0].text, memory,
-                                             _decoding_of_reply(options.decoding, k))
+                                             decoding_of_reply(options.decoding, k))
                               for k, (character, conversation) in enumerate(openers)),
                             strict=True)
-    scheduler = BatchScheduler(runtime.model, runtime.base.tokenizer,
-                               max_batch=options.batch_size)
-    try:
-        replies, ended = [], []
-        for stream in scheduler.submit_many(requests):
-            replies.append(kept_text("".join(stream).strip(), stream.finish_reason))
-            ended.append(stream.finish_reason != "length")
-            progress(f"replies ({system})", len(replies), len(openers))
-    finally:
-        scheduler.close()
+    replies, ended = generated_replies(runtime, requests, options.batch_size,
+                                       lambda done: progress(f"replies ({system})", done,
+                                                             len(requests)))
     copied = [longest_shared_run(reply, header)
               for reply, header in zip(replies, headers, strict=True)]
     return _scored(heldout, system, replies, copied, ended, vectors)

@@ -26,8 +26,7 @@ import torch
 from neeko_app.characters.card import Character
 from neeko_app.characters.facts import FACTS_FILE, QUIZ_FILE, QuizQuestion, load_facts, load_quiz
 from neeko_app.chat.generation import DecodingSettings
-from neeko_app.chat.reply import kept_text
-from neeko_app.chat.scheduler import BatchScheduler
+from neeko_app.evaluation.heldout import decoding_of_reply, generated_replies
 from neeko_app.evaluation.in_role import copied_card_words, in_role
 from neeko_app.evaluation.overlap import COPY_WORDS
 from neeko_app.evaluation.role_identification import (
@@ -177,18 +176,13 @@ def run_quiz(runtime: Runtime, slugs: Sequence[str], systems: Sequence[str] = QU
 def _replies(runtime: Runtime, quizzes: list[tuple[Character, QuizQuestion]], system: str,
              decoding: DecodingSettings, memory: MemoryStore | None, batch_size: int,
              progress: ProgressCallback) -> list[str]:
-    """Each question answered by `system` in a fresh conversation, batched."""
-    requests = [system_request(system, runtime, c, [], q.question, memory, decoding)[1]
-                for c, q in quizzes]
-    scheduler = BatchScheduler(runtime.model, runtime.base.tokenizer, max_batch=batch_size)
-    replies: list[str] = []
-    try:
-        for stream in scheduler.submit_many(requests):
-            replies.append(kept_text("".join(stream).strip(), stream.finish_reason))
-            progress(f"quiz ({system})", len(replies), len(requests))
-    finally:
-        scheduler.close()
-    return replies
+    """Each question answered by `system` in a fresh conversation, batched (reply k seeded
+    with seed + k when sampling, as in `eval-heldout`)."""
+    requests = [system_request(system, runtime, c, [], q.question, memory,
+                               decoding_of_reply(decoding, k))[1]
+                for k, (c, q) in enumerate(quizzes)]
+    return generated_replies(runtime, requests, batch_size,
+                             lambda done: progress(f"quiz ({system})", done, len(requests)))[0]
 
 
 def format_quiz_report(report: QuizReport) -> str:

@@ -108,10 +108,12 @@ def probe_history(probe: Probe, count_tokens: Callable[[str], int],
     """The conversation up to the question: the fact, then small talk until the history
     alone is longer than `context_tokens` (so the fact's turn cannot be in the prompt)."""
     turns = [Turn("user", probe.told), Turn("character", probe.acknowledged)]
+    tokens = sum(count_tokens(turn.text) for turn in turns)
     k = 0
-    while count_tokens("\n".join(turn.text for turn in turns)) <= context_tokens:
+    while tokens <= context_tokens:
         user, reply = SMALL_TALK[k % len(SMALL_TALK)]
         turns += [Turn("user", user), Turn("character", reply)]
+        tokens += count_tokens(user) + count_tokens(reply)
         k += 1
     return [*turns, Turn("user", probe.question)]
 
