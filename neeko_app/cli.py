@@ -1,8 +1,11 @@
-"""The `neeko` command line."""
+"""The `neeko` command line: the parser, the flag groups commands share, and the table of
+sub-commands. Each command's handler lives beside the code it drives and is imported only
+when the command runs, so `neeko --help` stays quick."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import os
 import sys
@@ -21,6 +24,7 @@ from neeko_app.evaluation import (
 from neeko_app.training.trainer import EXPANSION_TRAINING, TrainingConfig
 
 if TYPE_CHECKING:
+    from neeko_app.chat.engine import ChatEngine
     from neeko_app.chat.generation import DecodingSettings
 
 
@@ -75,8 +79,16 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-model", help="'embedded' (default), 'tiny' or a local HF model dir")
     parser.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     parser.add_argument("--dtype", help="auto (default), float32, bfloat16, float16")
-    parser.add_argument("--characters-dir", help="folder of characters (default: ./characters)")
+    _add_data_flags(parser)
     parser.add_argument("--cache-dir", help="model cache (default: ~/.cache/neeko-app)")
+
+
+def _add_data_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--characters-dir",
+                        help="the shipped characters (default: the app's characters/)")
+    parser.add_argument("--data-dir", help="your characters, memory and sessions (default: "
+                        "$NEEKO_DATA_DIR, else $XDG_DATA_HOME/neeko-app, else "
+                        "~/.local/share/neeko-app)")
 
 
 def _add_training_flags(parser: argparse.ArgumentParser, defaults: TrainingConfig) -> None:
@@ -104,7 +116,8 @@ def _add_training_flags(parser: argparse.ArgumentParser, defaults: TrainingConfi
 
 
 def _add_memory_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--memory-dir", help="embedded Chroma store (default: ./memory)")
+    parser.add_argument("--memory-dir",
+                        help="embedded Chroma store (default: memory/ in the data folder)")
     parser.add_argument("--chroma-url", help="use a `chroma run` server instead, e.g. "
                         "http://127.0.0.1:8001 (default: $NEEKO_CHROMA_URL)")
     parser.add_argument("--no-memory", action="store_true",
@@ -147,6 +160,9 @@ def decoding_settings(args: argparse.Namespace, **fixed: object) -> DecodingSett
 
 def _add_server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="interface to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--max-request-bytes", type=_positive_int,
+                        help="the most body one request may send, chunked or not; more is "
+                             "answered 413 unread (default 10 MiB; $NEEKO_MAX_REQUEST_BYTES)")
     _add_memory_flags(parser)
     _add_decoding_flags(parser)
     parser.add_argument("--backend", choices=BACKENDS,
@@ -159,7 +175,16 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
     _add_model_flags(parser)
 
 
-def _training_config(args: argparse.Namespace) -> TrainingConfig:
+def server_engine(settings: Settings, args: argparse.Namespace) -> ChatEngine:
+    """The chat engine both servers (`neeko api`, `neeko serve`) run on."""
+    from neeko_app.chat.startup import build_engine
+
+    return build_engine(settings, decoding_settings(args),
+                        use_memory=not args.no_memory, backend_key=args.backend_key)
+
+
+def training_config(args: argparse.Namespace) -> TrainingConfig:
+    """The `TrainingConfig` the training flags ask for."""
     return TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           seed=args.seed, max_tokens=args.max_tokens,
                           keep_best_epoch=args.keep_best_epoch,
@@ -169,11 +194,18 @@ def _training_config(args: argparse.Namespace) -> TrainingConfig:
 
 def _settings(args: argparse.Namespace) -> Settings:
     """Settings from the environment, overridden by the command's flags named like a setting
-    (--base-model, --memory-dir, --port, ...)."""
-    return Settings.from_env(**{f.name: getattr(args, f.name, None) for f in fields(Settings)})
+    (--base-model, --memory-dir, --port, ...). Data an older version left in the app's
+    folder is moved into the data folder first."""
+    from neeko_app.user_data import move_old_user_data
+
+    settings = Settings.from_env(**{f.name: getattr(args, f.name, None)
+                                    for f in fields(Settings)})
+    move_old_user_data(settings)
+    return settings
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `neeko` parser: one sub-parser per command in COMMANDS."""
     # No abbreviated flags: `eval-heldout --characters x` read as `--characters-dir x` and
     # ended in "unknown character ...; available: none".
     parser = argparse.ArgumentParser(
@@ -206,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_flags(add)
 
     characters = commands.add_parser("characters", help="list characters and their state")
-    characters.add_argument("--characters-dir")
+    _add_data_flags(characters)
     characters.add_argument("--check", action="store_true",
                             help="also validate dialogues, held-out sets and blocks")
 
@@ -334,125 +366,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# command: "module:handler". The handler takes the Settings built from the flags (by
+# `_settings`) and the parsed arguments, and returns the exit code.
+COMMANDS = {
+    "chat": "neeko_app.chat.terminal:run_terminal_chat",
+    "train": "neeko_app.training.cli_progress:run_training_command",
+    "add-character": "neeko_app.training.cli_progress:run_training_command",
+    "characters": "neeko_app.characters.registry:run_characters_command",
+    "api": "neeko_app.api.server:run_api_command",
+    "serve": "neeko_app.ui.cli_serve:run_serve_command",
+    "eval-heldout": "neeko_app.evaluation.cli_heldout:run_heldout_command",
+    "eval": "neeko_app.evaluation.cli_eval:run_eval_command",
+    "quiz": "neeko_app.evaluation.cli_quiz:run_quiz_command",
+    "eval-recall": "neeko_app.evaluation.cli_quiz:run_recall_command",
+    "bench": "neeko_app.bench.cli:run_bench_command",
+    "export": "neeko_app.deploy:run_export_command",
+}
+# Their handlers take the parsed arguments only: `neeko bench` runs on bare GPU hosts and
+# builds no Settings (no data folder to set up).
+WITHOUT_SETTINGS = frozenset({"bench"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command `argv` asks for; returns its exit code (2 after an error in the input,
+    reported on one line; 130 when interrupted)."""
     args = build_parser().parse_args(argv)
     from neeko_app.characters.card import CharacterError
     from neeko_app.model import ModelLoadError
 
     try:
-        if args.command == "chat":
-            from neeko_app.chat.terminal import run_terminal_chat
-
-            return run_terminal_chat(_settings(args), args,
-                                     decoding_settings(args, seed=args.seed))
-        if args.command in ("train", "add-character"):
-            from neeko_app.training.cli_progress import run_training_command
-
-            return run_training_command(_settings(args), args, _training_config(args))
-        if args.command == "api":
-            return _serve_api(args)
-        if args.command == "serve":
-            return _serve_web(args)
-        if args.command == "eval":
-            from neeko_app.evaluation.cli_eval import run_eval_command
-
-            return run_eval_command(_settings(args), args)
-        if args.command == "eval-heldout":
-            from neeko_app.evaluation.cli_heldout import run_heldout_command
-
-            return run_heldout_command(_settings(args), args)
-        if args.command == "quiz":
-            from neeko_app.evaluation.cli_quiz import run_quiz_command
-
-            return run_quiz_command(_settings(args), args)
-        if args.command == "eval-recall":
-            from neeko_app.evaluation.cli_quiz import run_recall_command
-
-            return run_recall_command(_settings(args), args)
-        if args.command == "bench":
-            from neeko_app.bench.cli import run_bench_command
-
-            return run_bench_command(args)
-        if args.command == "characters":
-            return _list_characters(_settings(args), args.check)
-        if args.command == "export":
-            return _export(_settings(args), args)
+        handler = _handler(args.command)
+        if args.command in WITHOUT_SETTINGS:
+            return handler(args)
+        return handler(_settings(args), args)
     except (CharacterError, ModelLoadError, ValueError, KeyError) as err:
         print(f"neeko: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    return 1
 
 
-def _list_characters(settings: Settings, check: bool) -> int:
-    from neeko_app.characters.registry import check_character, discover_characters
-
-    registry = discover_characters(settings.characters_dir)
-    failed = bool(registry.problems)
-    for slug, character in registry.characters.items():
-        state = "trained block" if character.block_path.is_file() else "fusion (no block)"
-        print(f"{slug:20} {state:18} {character.name}: {character.description}")
-        for issue in check_character(character, strict=True) if check else []:
-            print(f"{'':20} PROBLEM            {issue}")
-            failed = True
-    for slug, problem in registry.problems.items():
-        print(f"{slug:20} BROKEN             {problem}")
-    if not registry.characters and not registry.problems:
-        print(f"no characters in {settings.characters_dir}")
-    return 1 if check and failed else 0
-
-
-def _server_engine(settings: Settings, args: argparse.Namespace):
-    """The chat engine both servers run on."""
-    from neeko_app.chat.startup import build_engine
-
-    return build_engine(settings, decoding_settings(args),
-                        use_memory=not args.no_memory, backend_key=args.backend_key)
-
-
-def _serve_api(args: argparse.Namespace) -> int:
-    from neeko_app.api.server import serve
-
-    settings = _settings(args)
-    engine = _server_engine(settings, args)
-    try:
-        serve(engine, settings.host, args.port, args.api_key)
-    finally:
-        engine.close()
-    return 0
-
-
-def _serve_web(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    # Gradio reads this when it is imported: uploads land in the app's own data dir
-    os.environ.setdefault("GRADIO_TEMP_DIR", str(settings.upload_dir))
-    from neeko_app.ui.app import parse_auth, serve
-
-    auth = parse_auth(args.auth) if args.auth else None
-    engine = _server_engine(settings, args)
-    try:
-        serve(engine, settings, auth, args.concurrency)
-    finally:
-        engine.close()
-    return 0
-
-
-def _export(settings: Settings, args: argparse.Namespace) -> int:
-    if bool(args.character) == args.all:
-        raise ValueError("export takes a CHARACTER or --all, not both" if args.all else
-                         "export needs a CHARACTER, or --all for every trained one")
-    from neeko_app.deploy import export_all, export_character
-    from neeko_app.runtime import load_runtime
-
-    runtime = load_runtime(settings)
-    if args.all:
-        print("\n".join(export_all(runtime, args.peft).lines()))
-    else:
-        path = export_character(runtime, args.character, args.peft)
-        print(f"exported {args.character} to {path}")
-    return 0
+def _handler(command: str) -> Callable[..., int]:
+    """The handler of `command`, imported from its module."""
+    module, _, name = COMMANDS[command].partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("local", "openai")  # where replies are generated: this process, or a model server
@@ -20,6 +21,12 @@ def _default_cache() -> Path:
     return Path(base) / "neeko-app"
 
 
+def default_data_dir() -> Path:
+    """`$XDG_DATA_HOME/neeko-app`, else `~/.local/share/neeko-app`."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "neeko-app"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where things live and which model runs where."""
@@ -28,15 +35,35 @@ class Settings:
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     dtype: str = "auto"  # "auto" (bf16 on CUDA, fp32 on CPU), "float32", "bfloat16", "float16"
     cache_dir: Path = field(default_factory=_default_cache)
+    # The characters that come with the app; the app itself never writes there.
     characters_dir: Path = field(default_factory=lambda: _default_root() / "characters")
-    memory_dir: Path = field(default_factory=lambda: _default_root() / "memory")
-    sessions_dir: Path = field(default_factory=lambda: _default_root() / "memory" / "sessions")
+    # The user's data: characters added in the app or by `neeko add-character`, memory and
+    # saved sessions (memory_dir and sessions_dir follow it unless set themselves).
+    data_dir: Path = field(default_factory=default_data_dir)
+    memory_dir: Path = field(default_factory=lambda: default_data_dir() / "memory")
+    sessions_dir: Path = field(default_factory=lambda: default_data_dir() / "sessions")
     reports_dir: Path = field(default_factory=lambda: _default_root() / "reports")
     chroma_url: str = ""  # empty: embedded store in memory_dir; else a `chroma run` server
     backend: str = "local"  # "local": this process generates; "openai": a model server does
     backend_url: str = ""  # the server's OpenAI-compatible base URL, e.g. http://gpu:8000/v1
     host: str = "127.0.0.1"
     port: int = 7860
+    # The most body one HTTP request may send, to either server, counted as it is read: above
+    # the web app's largest upload (8 MiB) with room for the form around it.
+    max_request_bytes: int = 10 * 2**20
+
+    @property
+    def user_characters_dir(self) -> Path:
+        """Where added characters go."""
+        return self.data_dir / "characters"
+
+    @property
+    def character_dirs(self) -> tuple[Path, ...]:
+        """The folders characters are listed from: the shipped ones, then the user's (once,
+        when both are the same folder)."""
+        if self.user_characters_dir.resolve() == self.characters_dir.resolve():
+            return (self.characters_dir,)
+        return (self.characters_dir, self.user_characters_dir)
 
     @property
     def app_dir(self) -> Path:
@@ -50,24 +77,39 @@ class Settings:
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
-        """Defaults < `NEEKO_<FIELD>` environment variables < non-None `overrides`."""
-        settings = cls()
-        from_env = {}
+        """Defaults < `NEEKO_<FIELD>` environment variables < non-None `overrides`.
+
+        A data folder given either way also moves memory and sessions into it, unless
+        those are given themselves."""
+        values = {}
         for f in fields(cls):
             value = os.environ.get(f"NEEKO_{f.name.upper()}")
             if value:
-                from_env[f.name] = value
-        settings = replace(settings, **_typed(from_env))
-        return replace(settings, **_typed({k: v for k, v in overrides.items() if v is not None}))
+                values[f.name] = value
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values = _typed(values)
+        if "data_dir" in values:
+            values.setdefault("memory_dir", values["data_dir"] / "memory")
+            values.setdefault("sessions_dir", values["data_dir"] / "sessions")
+        return replace(cls(), **values)
 
 
-def _typed(values: dict[str, object]) -> dict[str, object]:
-    out: dict[str, object] = {}
+def _typed(values: dict[str, object]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for name, value in values.items():
         if name.endswith("_dir"):
             out[name] = Path(str(value)).expanduser()
-        elif name == "port":
-            out[name] = int(str(value))
+        elif name in ("port", "max_request_bytes"):
+            out[name] = _whole_number(name, value)
         else:
             out[name] = str(value)
     return out
+
+
+def _whole_number(name: str, value: object) -> int:
+    """`value` as a whole number of at least 1; ValueError naming the setting otherwise."""
+    text = str(value).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{name} (NEEKO_{name.upper()}) must be a whole number of at least 1, "
+                         f"got {value!r}")
+    return int(text)

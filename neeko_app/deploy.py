@@ -1,21 +1,27 @@
-"""Export characters' blocks as PEFT LoRA adapters for a multi-LoRA model server."""
+"""Export characters' blocks as PEFT LoRA adapters for a multi-LoRA model server.
+
+The files get the permissions of every other file the app writes (`storage`): those of a
+plain write under the umask (0644 with the usual 022). A model server running as another
+user reads them unless the umask forbids it; export under the umask you want it to have.
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from neeko_app.config import Settings
 from neeko_app.model import BaseModel
 from neeko_app.moelora import NeekoModel
 from neeko_app.moelora.peft_export import export_peft
 from neeko_app.moelora.serving_lines import launch_lines, readme
-from neeko_app.runtime import Runtime
+from neeko_app.runtime import Runtime, load_runtime
 from neeko_app.storage import atomic_write_text
 
 FUSION_REASON = "no trained block (a fusion character)"
-SHARED_FILE_MODE = 0o644  # atomic writes create private files; a model server must read these
 
 
 @dataclass
@@ -45,6 +51,21 @@ def served_base_model(base: BaseModel) -> str:
     return str(base.directory.resolve()) if base.directory else base.model_id
 
 
+def run_export_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`neeko export`: write `args.character`'s adapter (or with --all every trained one's)
+    to `args.peft`."""
+    if bool(args.character) == args.all:
+        raise ValueError("export takes a CHARACTER or --all, not both" if args.all else
+                         "export needs a CHARACTER, or --all for every trained one")
+    runtime = load_runtime(settings)
+    if args.all:
+        print("\n".join(export_all(runtime, args.peft).lines()))
+    else:
+        path = export_character(runtime, args.character, args.peft)
+        print(f"exported {args.character} to {path}")
+    return 0
+
+
 def export_character(runtime: Runtime, slug: str, directory: str | Path) -> Path:
     """Export `slug`'s block into `directory` (file by file, each write atomic)."""
     runtime.character(slug)
@@ -72,7 +93,6 @@ def export_all(runtime: Runtime, directory: str | Path) -> ExportReport:
     report = ExportReport(directory, base, runtime.model.config.rank, adapters, skipped)
     atomic_write_text(directory / "README.md",
                       readme(base, adapters, skipped, directory, report.rank))
-    (directory / "README.md").chmod(SHARED_FILE_MODE)
     return report
 
 
@@ -85,8 +105,6 @@ def write_adapter(model: NeekoModel, name: str, target: Path, base: str) -> Path
     shutil.rmtree(staged, ignore_errors=True)
     try:
         export_peft(model, name, staged, base)
-        for path in staged.iterdir():
-            path.chmod(SHARED_FILE_MODE)
         if target.exists():
             target.rename(old)
         staged.rename(target)

@@ -40,7 +40,7 @@ class Runtime:
         """Take in characters added to the characters folder since loading (by another app
         replica sharing the folder): their blocks are attached. Returns the new slugs."""
         with self._refreshing:
-            registry = discover_characters(self.settings.characters_dir)
+            registry = discover_characters(*self.settings.character_dirs)
             new = {slug: c for slug, c in registry.characters.items()
                    if slug not in self.characters}
             problems = _attach_blocks(self.model, new)
@@ -86,7 +86,7 @@ def block_config(characters: dict[str, Character]) -> MoeLoraConfig:
 
 def load_runtime(settings: Settings, report: Callable[[str], None] = print) -> Runtime:
     """Load the base model and attach the block of every character that has one."""
-    registry = discover_characters(settings.characters_dir)
+    registry = discover_characters(*settings.character_dirs)
     characters, problems = registry.characters, registry.problems
     base = load_base_model(settings.base_model, settings.cache_dir, settings.device,
                            settings.dtype, report)

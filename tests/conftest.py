@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,23 @@ from neeko_app.model import load_base_model
 from neeko_app.moelora import MoeLoraConfig, NeekoModel
 
 KEY_DIM = 16
+
+# Nothing a test does reaches the user's data folder, even code that runs outside a test's
+# own folder (session fixtures); each test then gets a fresh one (`private_data` below).
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="neeko-tests-")
+os.environ["NEEKO_DATA_DIR"] = os.environ["XDG_DATA_HOME"]
+
+
+@pytest.fixture(autouse=True)
+def private_data(tmp_path_factory):
+    """Each test's added characters, memory and sessions go to a folder of its own. (Not
+    through `monkeypatch`: that would make the test's own monkeypatching outlive its other
+    fixtures' teardown.)"""
+    before = {name: os.environ[name] for name in ("NEEKO_DATA_DIR", "XDG_DATA_HOME")}
+    os.environ["NEEKO_DATA_DIR"] = str(tmp_path_factory.mktemp("data"))
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg-data"))  # for `Settings()`
+    yield
+    os.environ.update(before)
 
 
 def write_card(folder: Path, dirname: str, name: str, **fields: object) -> Path:

@@ -66,7 +66,7 @@ def make_library(root: Path) -> Settings:
         folder = write_card(characters, slug, name)
         save_block(donor, slug, folder / "block.safetensors", "tiny")
         atomic_save_tensors(folder / "role.safetensors", {"role": role})
-    return Settings(base_model="tiny", device="cpu", characters_dir=characters,
+    return Settings(base_model="tiny", device="cpu", characters_dir=characters, data_dir=root,
                     cache_dir=root / "cache", memory_dir=root / "memory",
                     sessions_dir=root / "sessions")
 

@@ -214,6 +214,8 @@ def test_authentication_and_unknown_routes(http):
     assert broken.status_code == 400 and broken.json()["error"]["code"] == "invalid_request"
     missing = http.get("/v1/nothing", headers={"Authorization": f"Bearer {KEY}"})
     assert missing.status_code == 404 and "error" in missing.json()
+    health = http.get("/health")  # no key needed: it tells only how busy the server is
+    assert health.status_code == 200 and health.json() == {"status": "ok", "in_flight": 0}
 
 
 class RecordingMemory:

@@ -25,8 +25,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from neeko_app.api import create_app
-from neeko_app.characters.card import CharacterError, validate_slug
-from neeko_app.characters.tavern import MAX_CARD_BYTES, parse_card_bytes, slugify
+from neeko_app.characters.card import (
+    MAX_CARD_FILE_BYTES,
+    MAX_FIELD_CHARS,
+    MAX_PROFILE_BYTES,
+    CharacterError,
+    validate_slug,
+)
+from neeko_app.characters.png_chunks import MAX_CARD_BYTES
+from neeko_app.characters.tavern import parse_card_bytes, slugify
 from neeko_app.chat.engine import ChatEngine, ContextLimits
 from neeko_app.chat.session import ChatSession, SessionStore
 from neeko_app.cli import main
@@ -49,6 +56,11 @@ EXCHANGE = {"id": "x1", "turns": [{"role": "user", "text": "Hi"},
 SPARSE_200_MB = 200 * 2**20  # an int as a file's content: a sparse file of that many bytes
 LONG_USER_LINE = json.dumps({"id": "long", "turns": [
     {"role": "user", "text": "word " * 400}, {"role": "character", "text": "Yes."}]})
+LONG_TURN_LINE = json.dumps({"id": "long", "turns": [
+    {"role": "user", "text": "Hi"}, {"role": "character", "text": "w" * (MAX_FIELD_CHARS + 1)}]})
+# names without a visible letter or digit: zero-width spaces, a Hangul filler, control signs
+INVISIBLE, FILLER, CONTROL = "\u200b\u200b", "\u3164", "\x01"
+NO_VISIBLE, HAS_CONTROL = "has no visible letter or digit", "contains a control character"
 
 
 # --- the data dir --------------------------------------------------------------------------
@@ -154,6 +166,10 @@ CARD_CASES = [  # (file name, bytes or a function making them, the message)
      "card has no name"),
     ("blank-name.json", card_json(name=" \n\t "), "card has no name"),
     ("long-name.json", card_json(name="N" * 10_000), "name is too long (10000 characters"),
+    ("invisible-name.json", card_json(name=INVISIBLE), NO_VISIBLE),
+    ("filler-name.json", card_json(name=FILLER), NO_VISIBLE),
+    ("control-name.json", card_json(name=CONTROL), HAS_CONTROL),
+    ("format-name.json", card_json(name="\u202e\u2066"), NO_VISIBLE),
     ("name-number.json", card_json(name=7), "field 'name' must be text, not int"),
     ("latin1.json", LATIN1_CARD, "card is not valid UTF-8 (bad byte at offset"),
     ("mixed.json", MIXED_CARD, "card is not valid UTF-8 (bad byte at offset"),
@@ -217,6 +233,12 @@ UPLOAD_CASES = [  # (what is read, file name, content, the message)
      "mixed.txt is not UTF-8 text"),
     ("card", "empty.md", b"\n \n", "empty.md is empty"),
     ("card", "long.md", "N" * 10_000 + "\nA painter.", "the first line must be the character's"),
+    ("card", "invisible.md", f"# {INVISIBLE}\nA painter.", NO_VISIBLE),
+    ("card", "long-profile.md", "# Zoe\n" + "p" * (MAX_PROFILE_BYTES + 1),
+     "the profile is too long"),
+    ("dialogues", "long-turn.jsonl", LONG_TURN_LINE, "conversation 1, turn 2 is too long"),
+    ("dialogues", "long-turn.txt", "You: Hi\nMira: " + "w" * (MAX_FIELD_CHARS + 1),
+     "conversation 1, turn 2 is too long"),
     ("dialogues", "huge.jsonl", SPARSE_200_MB, "huge.jsonl is 200.0 MiB"),
     ("dialogues", "empty.jsonl", b"", "the dialogues file holds no conversations"),
     ("dialogues", "blank.jsonl", b"\n\n  \n", "the dialogues file holds no conversations"),
@@ -258,6 +280,10 @@ INSTALL_CASES = [  # (edits, mode, dialogues, the message)
     ({"slug": ""}, "fusion", "", "lacks required fields: slug"),
     ({"name": ""}, "fusion", "", "lacks required fields: name"),
     ({"name": "N" * 10_000}, "fusion", "", "name is too long (10000 characters; at most 100)"),
+    ({"name": INVISIBLE}, "fusion", "", NO_VISIBLE),
+    ({"name": FILLER}, "fusion", "", NO_VISIBLE),
+    ({"name": f"Mira{CONTROL}"}, "fusion", "", HAS_CONTROL),
+    ({"description": "d" * (MAX_FIELD_CHARS + 1)}, "fusion", "", "description is too long"),
     ({"greeting": "  "}, "fusion", "", "lacks required fields: greeting"),
     ({"name": "CLEOPATRA"}, "fusion", "", "a character named 'Cleopatra' already exists (cleo)"),
     ({"name": "ada lovelace", "slug": "ada-2"}, "fusion", "", "named 'Ada Lovelace' already"),
@@ -313,6 +339,16 @@ ADD_CASES = [  # (id, the source folder made under a root, mode, the message)
     ("array", with_card(b"[]"), "fusion", "a character card must be a JSON object"),
     ("no-name", lambda root: folder(root, name=""), "fusion", "lacks required fields: name"),
     ("long-name", lambda root: folder(root, name="N" * 10_000), "fusion", "name is too long"),
+    ("invisible-name", lambda root: folder(root, name=INVISIBLE), "fusion", NO_VISIBLE),
+    ("control-name", lambda root: folder(root, name=CONTROL), "fusion", HAS_CONTROL),
+    ("long-field", lambda root: folder(root, scenario="s" * (MAX_FIELD_CHARS + 1)), "fusion",
+     "scenario is too long"),
+    ("long-line", lambda root: folder(root, example_lines=["l" * (MAX_FIELD_CHARS + 1)]),
+     "fusion", "example_lines[0] is too long"),
+    ("huge-card", with_card(b" " * (MAX_CARD_FILE_BYTES + 1)), "fusion",
+     "character.json is too large"),
+    ("huge-profile", lambda root: write(folder(root) / "profile.md", MAX_PROFILE_BYTES + 1).parent,
+     "fusion", "profile.md is too large"),
     ("traversal", lambda root: folder(root, slug="../../etc/passwd"), "fusion",
      "invalid character id '../../etc/passwd'"),
     ("reserved", lambda root: folder(root, "con"), "fusion", "a reserved device name"),
@@ -358,12 +394,14 @@ def sources(root: Path) -> dict[str, str]:
     made = {"good": folder(root / "a"), "traversal": folder(root / "b", slug="../../etc/passwd"),
             "twin": folder(root / "c", "ada-2", "ada LOVELACE"),
             "taken": folder(root / "d", "ada", "Ada Again"),
-            "empty": folder(root / "e", dialogues="")}
+            "empty": folder(root / "e", dialogues=""),
+            "invisible": folder(root / "f", "invisible", INVISIBLE)}
     return {key: str(path) for key, path in made.items()} | {
         "card": str(made["good"] / "character.json"), "nowhere": str(root / "nowhere")}
 
 
-MODEL = ["--base-model", "tiny", "--device", "cpu", "--characters-dir", "{chars}"]
+MODEL = ["--base-model", "tiny", "--device", "cpu", "--characters-dir", "{chars}",
+         "--data-dir", "{data}"]
 CLI_CASES = [  # (arguments, the message; usage errors come from argparse)
     (["add-character", "{nowhere}"], "is not a character folder (no character.json)"),
     (["add-character", "{card}"], "is not a character folder (no character.json)"),
@@ -371,6 +409,8 @@ CLI_CASES = [  # (arguments, the message; usage errors come from argparse)
     (["add-character", "{twin}"], "a character named 'Ada Lovelace' already exists (ada)"),
     (["add-character", "{taken}"], "a character with the id 'ada' already exists"),
     (["add-character", "{empty}", "--mode", "expansion"], "holds no conversations"),
+    (["add-character", "{invisible}"], NO_VISIBLE),
+    (["api", "--no-memory", "--max-request-bytes", "0"], "--max-request-bytes: expected a whole"),
     (["add-character", "{good}", "--mode", "merge"], "argument --mode: invalid choice: 'merge'"),
     (["add-character", "{good}", "--batch-size", "0"], "--batch-size: expected a whole number"),
     (["add-character", "{good}", "--epochs", "-1"], "--epochs: expected a whole number"),
@@ -391,7 +431,7 @@ CLI_CASES = [  # (arguments, the message; usage errors come from argparse)
     (["api", "--no-memory", "--port", "http"], "--port: expected a port number"),
     (["serve", "--concurrency", "0"], "--concurrency: expected a whole number of at least 1"),
     (["train", "../../etc"], "invalid character id '../../etc'"),
-    (["train", "nobody"], "nobody is not a character folder (no character.json)"),
+    (["train", "nobody"], "unknown character 'nobody'"),
     (["export", "nobody", "--peft", "{out}"], "unknown character 'nobody'"),
     (["eval-heldout", "nobody"], "unknown character 'nobody'"),
     (["eval-heldout", "ada", "--limit", "0"], "--limit: expected a whole number"),
@@ -415,8 +455,9 @@ def test_cli(unchanged, engine, tmp_path, monkeypatch, capsys, arguments, messag
     for name in ("memory_dir", "sessions_dir", "cache_dir"):
         monkeypatch.setenv(f"NEEKO_{name.upper()}", str(getattr(settings, name)))
     monkeypatch.setattr("neeko_app.api.server.serve", server_must_not_start)
-    monkeypatch.setattr("neeko_app.cli._serve_web", server_must_not_start)
-    names = sources(tmp_path) | {"chars": str(settings.characters_dir), "out": str(tmp_path)}
+    monkeypatch.setattr("neeko_app.ui.cli_serve.run_serve_command", server_must_not_start)
+    names = sources(tmp_path) | {"chars": str(settings.characters_dir),
+                                 "data": str(settings.data_dir), "out": str(tmp_path)}
     model = MODEL if arguments and arguments != ["frobnicate"] else []
     argv = [part.format(**names) for part in [*arguments, *model]]
     try:
@@ -483,6 +524,8 @@ API_CASES = [  # (path, JSON body or raw bytes, headers, status, code, the messa
     ("completions", {"model": "ada", "prompt": []}, {}, 400, "invalid_request", "prompt"),
     ("completions", {"model": "ada", "prompt": [5] * 5000}, {}, 400,
      "context_length_exceeded", "exceed the 1024-token context"),
+    ("completions", {"model": "ada", "prompt": "x" * 2_000_000}, {}, 400,
+     "context_length_exceeded", "is longer than the 1024-token context can hold"),
     ("completions", {"model": "ada", "prompt": "Hi", "max_tokens": "lots"}, {}, 400,
      "invalid_request", "max_tokens"),
 ]
@@ -519,6 +562,15 @@ def test_api_refuses_a_200_mb_body_unread(unchanged, http):
                                   "Content-Length": str(200 * 2**20)})
     assert response.status_code == 413 and sent == []
     assert response.json()["error"]["code"] == "request_too_large"
+
+
+def test_api_a_message_that_cannot_fit_is_refused_untokenized(unchanged, engine, http,
+                                                            monkeypatch):
+    monkeypatch.setattr(engine, "count_tokens", lambda text: pytest.fail("tokenized"))
+    response = http.post("/v1/chat/completions",
+                         json={"model": "ada", "messages": user("x" * 2_000_000)})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "context_length_exceeded"
 
 
 def test_api_a_history_far_beyond_the_context_is_cut_cheaply(unchanged, engine, http,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 import torch
@@ -108,10 +109,15 @@ def test_a_cancelled_request_stops_without_disturbing_its_batch(model):
                                                request(model, 2, Gate.one_hot([2]), GREEDY)])
         pieces = iter(stopped)
         next(pieces)
+        assert scheduler.in_flight() >= 1  # the long one at least is being generated
         stopped.cancel()
         list(pieces)
         kept_text = "".join(kept)
         alone = "".join(scheduler.submit(request(model, 2, Gate.one_hot([2]), GREEDY)))
+        deadline = time.monotonic() + 5
+        while scheduler.in_flight() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert scheduler.in_flight() == 0  # no slot held by the cancelled request
     finally:
         scheduler.close()
     assert stopped.finish_reason == "cancelled" and stopped.completion_tokens < 200

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -23,9 +24,11 @@ def private_memory(tmp_path, monkeypatch):
 
 
 def neeko_exe() -> str:
-    exe = shutil.which("neeko")
-    assert exe, "the neeko console script is not installed"
-    return exe
+    """The console script installed beside the interpreter running the tests: found so
+    whether or not its environment is activated (the README's test command does not)."""
+    exe = Path(sys.executable).with_name("neeko")
+    assert exe.is_file(), f"the neeko console script is not installed beside {sys.executable}"
+    return str(exe)
 
 
 def neeko(*args: str, stdin: str = "") -> subprocess.CompletedProcess:

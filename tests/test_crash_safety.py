@@ -71,7 +71,8 @@ def test_kill_during_expansion_training_then_the_same_command_resumes(tmp_path):
     source = write_source(tmp_path / "incoming", "smith", conversations=10)
     argv = ["add-character", str(source), "--mode", "expansion", "--base-model", "tiny",
             "--device", "cpu", "--characters-dir", str(settings.characters_dir),
-            "--cache-dir", str(settings.cache_dir), "--epochs", "16", "--batch-size", "1"]
+            "--data-dir", str(settings.data_dir), "--cache-dir", str(settings.cache_dir),
+            "--epochs", "16", "--batch-size", "1"]
     checkpoint = settings.cache_dir / "checkpoints" / "expand-smith"
     run = Child(neeko, argv, tmp_path / "killed.log", {})
     try:
@@ -234,7 +235,8 @@ def sse_events(response) -> Iterator[dict | str]:
 def start_api(settings: Settings, port: int, log: Path) -> Child:
     """`neeko api` on the tiny model and `settings`' dirs; returns once it answers."""
     server = Child(neeko, ["api", "--base-model", "tiny", "--device", "cpu", "--port", str(port),
-                           "--characters-dir", str(settings.characters_dir), "--cache-dir",
+                           "--characters-dir", str(settings.characters_dir),
+                           "--data-dir", str(settings.data_dir), "--cache-dir",
                            str(settings.cache_dir), "--memory-dir", str(settings.memory_dir)],
                    log, {"NEEKO_SESSIONS_DIR": str(settings.sessions_dir)})
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 
 import pytest
 
@@ -88,3 +89,15 @@ def test_character_and_all_are_exclusive(characters, tmp_path, capsys, args, mes
     assert export(characters, *args, "--peft", str(tmp_path / "out")) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_exported_files_get_the_umask_permissions_like_every_other_write(
+        characters, tmp_path, capsys, monkeypatch, umask):
+    monkeypatch.setattr("neeko_app.storage._UMASK", umask)  # read once, at import
+    out = tmp_path / "adapters"
+    assert export(characters, "--all", "--peft", str(out)) == 0
+    assert export(characters, "ada", "--peft", str(tmp_path / "single")) == 0
+    written = [*out.rglob("*.*"), *(tmp_path / "single").iterdir()]
+    assert len(written) == 7  # README, and two files in each of three adapters
+    assert {stat.S_IMODE(path.stat().st_mode) for path in written} == {0o666 & ~umask}

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from neeko_app.characters.registry import check_character, discover_characters
 from neeko_app.cli import main
+from neeko_app.config import Settings
+from neeko_app.user_data import shipped_ids
 from tests.conftest import write_card
 
 SHIPPED = Path(__file__).resolve().parents[1] / "characters"
@@ -69,11 +72,35 @@ def test_check_reports_bad_dialogue_lines_and_small_sets(tmp_path):
 
 def test_shipped_characters_pass_the_strict_check():
     registry = discover_characters(SHIPPED)
-    assert registry.problems == {}
-    assert {"beethoven", "caesar", "cleopatra", "martin-luther-king", "newton", "socrates",
-            "spartacus"} <= set(registry.characters)
-    for character in registry.characters.values():
-        assert check_character(character, strict=True) == [], character.slug
+    assert shipped_ids(SHIPPED) == ["beethoven", "caesar", "cleopatra", "martin-luther-king",
+                                    "newton", "socrates", "spartacus"]
+    for slug in shipped_ids(SHIPPED):
+        assert slug not in registry.problems, registry.problems[slug]
+        assert check_character(registry.characters[slug], strict=True) == [], slug
+
+
+@pytest.mark.skipif(not (SHIPPED.parent / ".git").exists(), reason="not a git checkout")
+def test_the_shipped_list_names_every_committed_character():
+    tracked = subprocess.run(["git", "ls-files", "characters/*/character.json"], cwd=SHIPPED.parent,
+                             capture_output=True, text=True, check=True).stdout.split()
+    assert sorted(Path(path).parent.name for path in tracked) == shipped_ids(SHIPPED)
+
+
+def test_characters_come_from_the_shipped_folder_then_the_users(tmp_path):
+    shipped, mine = tmp_path / "shipped", tmp_path / "mine"
+    shipped.mkdir(), mine.mkdir()
+    write_card(shipped, "ada", "Ada Lovelace")
+    write_card(mine, "bo", "Bo Peep")
+    write_card(mine, "ada", "Another Ada")  # the id is taken by a shipped character
+    write_card(mine, "ada-2", "ada lovelace")  # so is the name
+    registry = discover_characters(shipped, mine)
+    assert set(registry.characters) == {"ada", "bo"}
+    assert registry.characters["ada"].folder == shipped / "ada"
+    assert "clashes with 'ada'" in registry.problems["ada-2"]
+    settings = Settings(characters_dir=shipped, data_dir=tmp_path)
+    assert settings.character_dirs == (shipped, tmp_path / "characters")
+    one = tmp_path / "characters"  # shipped and added characters in one folder: listed once
+    assert Settings(characters_dir=one, data_dir=tmp_path).character_dirs == (one,)
 
 
 @pytest.mark.parametrize("broken", [False, True])

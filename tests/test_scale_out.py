@@ -39,6 +39,7 @@ def neeko_api(settings: Settings, log: Path, *flags: str) -> Iterator[str]:
     env = os.environ | {"NEEKO_SESSIONS_DIR": str(settings.sessions_dir)}
     server = start_server("api", [
         "--base-model", "tiny", "--characters-dir", str(settings.characters_dir),
+        "--data-dir", str(settings.data_dir),
         "--cache-dir", str(settings.cache_dir), "--port", str(port), *flags], env, log)
     try:
         url = f"http://127.0.0.1:{port}/v1"

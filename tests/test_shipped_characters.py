@@ -93,7 +93,7 @@ def test_expansion_leaves_the_shipped_characters_bit_identical(tmp_path):
     lines = (SHIPPED / EXPANDED / "dialogues.jsonl").read_text().splitlines()[:4]
     (source / "dialogues.jsonl").write_text("\n".join(lines))
 
-    settings = Settings(device="cpu", characters_dir=characters)
+    settings = Settings(device="cpu", characters_dir=characters, data_dir=tmp_path / "data")
     runtime = load_runtime(settings, report=lambda _: None)
     before = {slug: last_logits(runtime, slug) for slug in [*PRETRAINED, EXPANDED]}
 

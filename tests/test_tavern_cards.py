@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from neeko_app.characters.card import CharacterError, load_character, validate_slug
+from neeko_app.characters.png_chunks import MAX_CARD_BYTES
 from neeko_app.characters.tavern import (
-    MAX_CARD_BYTES,
     MAX_FIELD_CHARS,
     MAX_JSON_DEPTH,
     LoreEntry,

@@ -208,8 +208,8 @@ def test_train_command_says_which_blocks_keep_an_earlier_epoch(library, capsys):
         (library.characters_dir / slug / "heldout.jsonl").write_text(
             "\n".join(json.dumps(r) for r in rows))
     flags = ["--base-model", "tiny", "--device", "cpu", "--characters-dir",
-             str(library.characters_dir), "--cache-dir", str(library.cache_dir),
-             "--epochs", "4", "--batch-size", "2", "--lr", "0.03"]
+             str(library.characters_dir), "--data-dir", str(library.data_dir), "--cache-dir",
+             str(library.cache_dir), "--epochs", "4", "--batch-size", "2", "--lr", "0.03"]
 
     def kept_lines(*extra: str) -> list[str]:
         assert main(["train", "baker", "sailor", *flags, *extra]) == 0
@@ -226,7 +226,7 @@ def library(tmp_path) -> Settings:
     chars = tmp_path / "characters"
     write_character(chars, "baker", "bread")
     write_character(chars, "sailor", "ships")
-    return Settings(base_model="tiny", device="cpu", characters_dir=chars,
+    return Settings(base_model="tiny", device="cpu", characters_dir=chars, data_dir=tmp_path,
                     cache_dir=tmp_path / "cache")
 
 
@@ -351,7 +351,8 @@ def test_a_block_trained_alone_takes_smaller_batches_than_pretraining(library, t
 
     monkeypatch.setattr(workflows, "run_training", spy)
     flags = ["--base-model", "tiny", "--device", "cpu", "--epochs", "1", "--characters-dir",
-             str(library.characters_dir), "--cache-dir", str(library.cache_dir)]
+             str(library.characters_dir), "--data-dir", str(library.data_dir),
+             "--cache-dir", str(library.cache_dir)]
     assert main(["train", "baker", "sailor", *flags]) == 0
     source = write_character(tmp_path / "incoming", "smith", "iron")
     assert main(["add-character", str(source), "--mode", "expansion", *flags]) == 0

@@ -9,13 +9,8 @@ import pytest
 
 from neeko_app.characters.card import CharacterError, character_from_dict, load_character
 from neeko_app.characters.lorebook import load_lorebook
-from neeko_app.characters.tavern import (
-    MAX_CARD_BYTES,
-    LoreEntry,
-    card_to_json,
-    card_to_png,
-    parse_card_bytes,
-)
+from neeko_app.characters.png_chunks import MAX_CARD_BYTES
+from neeko_app.characters.tavern import LoreEntry, card_to_json, card_to_png, parse_card_bytes
 from neeko_app.chat.engine import ChatEngine
 from neeko_app.memory import MemoryStore
 from neeko_app.training.data import DialogueError, load_dialogues

@@ -32,6 +32,7 @@ from neeko_app.ui.views import (
     memory_markdown,
     session_choices,
 )
+from neeko_app.user_data import shipped_ids
 from tests.tiny_characters import make_tiny_runtime
 
 
@@ -110,7 +111,8 @@ def test_monograms_are_square_pngs_coloured_by_id():
 
 
 def test_every_shipped_character_has_an_avatar_and_others_get_one_in_the_data_dir(tmp_path):
-    shipped = discover_characters(PROJECT_ROOT / "characters").characters
+    characters = discover_characters(PROJECT_ROOT / "characters").characters
+    shipped = {slug: characters[slug] for slug in shipped_ids(PROJECT_ROOT / "characters")}
     assert shipped, "no shipped characters found"
     for slug, character in shipped.items():
         assert avatar_path(character, tmp_path) == SHIPPED_AVATARS / f"{slug}.png"

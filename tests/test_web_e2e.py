@@ -2,13 +2,16 @@
 model (with real Chroma memory); the tests click through it like a user.
 
 Needs Debian's chromium at /usr/bin/chromium (CI installs it); skipped, saying so, without it.
-Screenshots of the chat and the wizard go to assets/screenshots/.
+Screenshots of the chat, the wizard and the Evaluate tab go to a temporary folder, or to
+$NEEKO_SCREENSHOTS_DIR when set: that is how assets/screenshots/ is refreshed
+(docs/screenshots.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import shutil
 import time
@@ -41,7 +44,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 
 SHIPPED = PROJECT_ROOT / "characters"
-SCREENSHOTS = PROJECT_ROOT / "assets" / "screenshots"
+SCREENSHOTS_ENV = "NEEKO_SCREENSHOTS_DIR"  # where to keep the screenshots (docs/screenshots.md)
 DECODING = DecodingSettings(max_new_tokens=16, temperature=0)
 TIMEOUT_MS = 60_000
 LIGHTHOUSE_FACT = "The lighthouse on Gull Rock has exactly 132 steps and a brass bell."
@@ -89,6 +92,16 @@ def app(tmp_path_factory) -> Iterator[tuple[str, ChatEngine]]:
     finally:
         demo.close()
         engine.close()
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory) -> Path:
+    """Where the screenshots go: $NEEKO_SCREENSHOTS_DIR (relative to the project root), else
+    a temporary folder, so a test run leaves the checkout as it was."""
+    chosen = os.environ.get(SCREENSHOTS_ENV)
+    folder = PROJECT_ROOT / chosen if chosen else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +198,7 @@ def upload(page, selector: str, path: Path) -> None:
     expect(page.locator(selector)).to_contain_text(path.stem)
 
 
-def test_chat_with_a_character_streams_a_reply_and_shows_memory(page, app):
+def test_chat_with_a_character_streams_a_reply_and_shows_memory(page, app, screenshots):
     url, engine = app
     pick(page, "Socrates")
     greeting = engine.runtime.characters["socrates"].greeting
@@ -197,9 +210,8 @@ def test_chat_with_a_character_streams_a_reply_and_shows_memory(page, app):
     assert_streamed(recorded_replies(page), reply)
     expect(page.locator("#memory")).to_contain_text("Knowledge")
     expect(page.locator("#memory")).to_contain_text("profile")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.mouse.move(0, 0)  # no hover highlight in the screenshot
-    page.screenshot(path=str(SCREENSHOTS / "chat.png"))
+    page.screenshot(path=str(screenshots / "chat.png"))
 
     page.get_by_role("button", name="↶ Undo").click()
     expect(bot_messages(page)).to_have_count(1)
@@ -235,7 +247,7 @@ def test_group_scene_shows_each_speaker_by_name(page, app):
     expect(page.locator("#memory")).to_contain_text("For Isaac Newton")
 
 
-def test_wizard_adds_a_png_card_by_fusion_with_its_lorebook(page, app, tmp_path):
+def test_wizard_adds_a_png_card_by_fusion_with_its_lorebook(page, app, tmp_path, screenshots):
     url, engine = app
     card = tmp_path / "mira.png"
     card.write_bytes(card_to_png(character_from_dict(MIRA),
@@ -249,7 +261,7 @@ def test_wizard_adds_a_png_card_by_fusion_with_its_lorebook(page, app, tmp_path)
     page.locator("#add").click()
     expect(page.locator("#add-status")).to_contain_text("Mira Vance was added")
     page.mouse.move(0, 0)
-    page.screenshot(path=str(SCREENSHOTS / "wizard.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "wizard.png"), full_page=True)
     folder = engine.runtime.settings.characters_dir / "mira-vance"
     assert json.loads((folder / "lorebook.json").read_text())[0]["content"] == LIGHTHOUSE_FACT
 
@@ -319,7 +331,7 @@ def test_a_character_is_exported_as_png_and_json_cards(page, app):
         expect(page.locator(f"#card-files a[href$='/{name}']")).to_have_count(1)
 
 
-def test_the_evaluate_tab_shows_the_newest_report_with_its_plots(page, app):
+def test_the_evaluate_tab_shows_the_newest_report_with_its_plots(page, app, screenshots):
     page.get_by_role("tab", name="Evaluate").click()
     expect(page.locator("#report-picker input")).to_have_value(
         "tiny-run (blocks, profile-prompt)")
@@ -328,7 +340,7 @@ def test_the_evaluate_tab_shows_the_newest_report_with_its_plots(page, app):
     plot = page.locator("#report-text img").first
     expect(plot).to_be_visible()
     wait_until(lambda: plot.evaluate("img => img.naturalWidth") > 100, "the plot to load")
-    page.screenshot(path=str(SCREENSHOTS / "evaluate.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "evaluate.png"), full_page=True)
 
 
 def test_broken_or_duplicate_uploads_say_what_is_wrong_and_change_nothing(page, app, tmp_path):

@@ -2,7 +2,9 @@
 characters and their trained blocks, used through a real headless Chromium.
 
 Memory and sessions go to a temporary folder; the converted model comes from the user cache.
-Its screenshot is the README's assets/screenshots/chat-real-model.png.
+Its screenshot, chat-real-model.png, goes to a temporary folder, or to $NEEKO_SCREENSHOTS_DIR
+when set: that is how the README's assets/screenshots/chat-real-model.png is refreshed
+(docs/screenshots.md).
 """
 
 from __future__ import annotations
@@ -14,8 +16,7 @@ import pytest
 from neeko_app.chat.session import SessionStore
 from tests.test_memory import free_port
 from tests.test_serve_cli import start_server, wait_for_page
-from tests.test_web_e2e import (  # noqa: F401  (browser is a fixture)
-    SCREENSHOTS,
+from tests.test_web_e2e import (  # noqa: F401  (browser and screenshots are fixtures)
     TIMEOUT_MS,
     assert_streamed,
     bot_messages,
@@ -25,12 +26,14 @@ from tests.test_web_e2e import (  # noqa: F401  (browser is a fixture)
     record_last_reply,
     recorded_replies,
     say,
+    screenshots,
 )
 
 pytestmark = pytest.mark.real_model
 
 
-def test_the_real_model_streams_an_in_character_reply_in_the_browser(browser, tmp_path):  # noqa: F811
+def test_the_real_model_streams_an_in_character_reply_in_the_browser(
+        browser, screenshots, tmp_path):  # noqa: F811
     port = free_port()
     sessions = SessionStore(tmp_path / "sessions")
     env = os.environ | {"NEEKO_SESSIONS_DIR": str(sessions.directory)}
@@ -55,7 +58,7 @@ def test_the_real_model_streams_an_in_character_reply_in_the_browser(browser, tm
         assert "<end_of_turn>" not in reply and "You are" not in reply, reply
         expect(page.locator("#memory")).to_contain_text("Knowledge")
         page.mouse.move(0, 0)
-        page.screenshot(path=str(SCREENSHOTS / "chat-real-model.png"))
+        page.screenshot(path=str(screenshots / "chat-real-model.png"))
         print("Beethoven:", reply)
         page.close()
     finally:

@@ -36,6 +36,6 @@ def make_tiny_runtime(root: Path, trained: Mapping[str, str],
         atomic_save_tensors(folder / "role.safetensors",
                             {"role": torch.randn(ROLE_DIM, generator=generator)})
     settings = Settings(base_model="tiny", device="cpu", characters_dir=characters,
-                        cache_dir=root / "cache", memory_dir=root / "memory",
+                        data_dir=root, cache_dir=root / "cache", memory_dir=root / "memory",
                         sessions_dir=root / "sessions")
     return load_runtime(settings, report=lambda _: None)

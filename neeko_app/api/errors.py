@@ -8,7 +8,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+
+from neeko_app.serving.errors import error_response
 
 log = logging.getLogger(__name__)
 
@@ -19,30 +20,6 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str, code: str | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.code = status, message, code
-
-
-class BodyLimit:
-    """ASGI middleware: a request that declares a body over `limit` bytes is answered 413
-    before any of it is read."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        declared = dict(scope.get("headers", ())).get(b"content-length", b"")
-        if scope["type"] == "http" and declared.isdigit() and int(declared) > self.limit:
-            response = error_response(413, f"the request body is {int(declared)} bytes; at "
-                                           f"most {self.limit} are accepted", "request_too_large")
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-
-def error_response(status: int, message: str, code: str | None = None) -> JSONResponse:
-    kind = ("authentication_error" if status == 401
-            else "invalid_request_error" if status < 500 else "server_error")
-    return JSONResponse({"error": {"message": message, "type": kind, "code": code}},
-                        status_code=status)
 
 
 def _validation_message(error: RequestValidationError) -> str:

@@ -7,6 +7,8 @@ engine's batching scheduler (concurrent requests share forward passes).
     POST /v1/completions        a raw prompt (text or token ids) continued by the character's
                                 block, without header or memory: what a model server like
                                 vLLM does, so one app can be another's remote backend
+    GET  /health                `{"status": "ok", "in_flight": N}`: N replies waiting or being
+                                generated (no API key needed; it tells nothing else)
 
 Memory is keyed by the `X-Session-Id` header, else the request's `user` field. A chat
 completion's `X-Neeko-Recalled-Turns` header lists the earlier turns memory recalled.
@@ -14,6 +16,7 @@ completion's `X-Neeko-Recalled-Turns` header lists the earlier turns memory reca
 
 from __future__ import annotations
 
+import argparse
 import hmac
 import logging
 import time
@@ -26,7 +29,7 @@ import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Header
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from neeko_app.api.errors import ApiError, BodyLimit, install_error_handlers
+from neeko_app.api.errors import ApiError, install_error_handlers
 from neeko_app.api.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -44,22 +47,32 @@ from neeko_app.chat.engine import ChatEngine
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.reply import Reply
 from neeko_app.chat.scheduler import TokenStream
+from neeko_app.chat.token_bounds import too_long
+from neeko_app.cli import server_engine
+from neeko_app.config import Settings
 from neeko_app.memory.validation import validate_session_id
+from neeko_app.serving.limits import RequestLimits
+from neeko_app.serving.server import server_config
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8000
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-MAX_BODY_BYTES = 4 * 2**20  # far above a context-sized chat; refused unread beyond
 
 
-def create_app(engine: ChatEngine, api_key: str | None = None) -> FastAPI:
-    """The FastAPI app serving `engine`; with `api_key`, every call needs
-    `Authorization: Bearer <api_key>`."""
+def create_app(engine: ChatEngine, api_key: str | None = None,
+               max_request_bytes: int = Settings.max_request_bytes) -> FastAPI:
+    """The FastAPI app serving `engine`; with `api_key`, every call under /v1 needs
+    `Authorization: Bearer <api_key>`. Request bodies over `max_request_bytes` are refused
+    (413) as soon as the limit passes."""
     app = FastAPI(title="neeko-app", description="Role-play characters as OpenAI models")
     install_error_handlers(app)
-    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(RequestLimits, max_bytes=max_request_bytes)
     started = int(time.time())
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "in_flight": engine.scheduler.in_flight()}
 
     def require_key(authorization: Annotated[str | None, Header()] = None) -> None:
         if api_key is None:
@@ -129,6 +142,11 @@ def create_app(engine: ChatEngine, api_key: str | None = None) -> FastAPI:
         character = known(request.model)
         if request.n != 1:
             raise ApiError(400, "only n=1 is supported", "invalid_n")
+        if isinstance(request.prompt, str) and too_long(request.prompt, engine.context_tokens,
+                                                        engine.max_chars_per_token):
+            raise ApiError(400, f"the prompt ({len(request.prompt)} characters) is longer than "
+                                f"the {engine.context_tokens}-token context can hold",
+                           "context_length_exceeded")
         prompt_ids = (request.prompt if isinstance(request.prompt, list) else
                       engine.tokenizer(request.prompt, add_special_tokens=False).input_ids)
         vocabulary = len(engine.tokenizer)
@@ -222,8 +240,22 @@ def _events(reply: Reply, completion_id: str, created: int, model: str,
 
 
 def serve(engine: ChatEngine, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-          api_key: str | None = None, log_level: str = "info") -> None:
-    """Serve the API until interrupted (127.0.0.1 by default: only this machine)."""
+          api_key: str | None = None, log_level: str = "info",
+          max_request_bytes: int = Settings.max_request_bytes) -> None:
+    """Serve the API until interrupted (127.0.0.1 by default: only this machine), with the
+    timeouts of `serving.server`."""
     if api_key is None and host not in LOOPBACK:
         log.warning("serving on %s without an API key: anyone who can reach it may use it", host)
-    uvicorn.run(create_app(engine, api_key), host=host, port=port, log_level=log_level)
+    app = create_app(engine, api_key, max_request_bytes)
+    uvicorn.Server(server_config(app, host, port, log_level)).run()
+
+
+def run_api_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`neeko api`: serve the API on `settings.host` and `--port` until interrupted."""
+    engine = server_engine(settings, args)
+    try:
+        serve(engine, settings.host, args.port, args.api_key,
+              max_request_bytes=settings.max_request_bytes)
+    finally:
+        engine.close()
+    return 0

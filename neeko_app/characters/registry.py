@@ -6,6 +6,7 @@ folder name with a message a user can act on.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from neeko_app.characters.facts import (
     load_facts,
     load_quiz,
 )
+from neeko_app.config import Settings
 from neeko_app.moelora.persistence import AdapterFormatError, read_block_metadata
 from neeko_app.training.data import DialogueError, load_dialogues
 
@@ -39,32 +41,36 @@ class Registry:
     problems: dict[str, str] = field(default_factory=dict)
 
 
-def discover_characters(directory: Path) -> Registry:
-    """Load every `directory/<slug>/character.json`.
+def discover_characters(*directories: Path) -> Registry:
+    """Load every `<directory>/<slug>/character.json` of each directory in turn (the shipped
+    characters, then the user's).
 
-    Hidden folders (an install in progress) are ignored. Two cards with the same name
-    (ignoring case) are a conflict: the first folder in sorted order wins.
+    Hidden folders (an install in progress) are ignored. Two cards with the same id, or the
+    same name ignoring case, are a conflict: the one listed first wins.
     """
     registry = Registry()
-    if not directory.is_dir():
-        return registry
     owner_of_name: dict[str, str] = {}
-    for folder in sorted(p for p in directory.iterdir() if p.is_dir()):
-        if folder.name.startswith("."):
+    for directory in directories:
+        if not directory.is_dir():
             continue
-        try:
-            character = load_character(folder)
-        except CharacterError as err:
-            registry.problems[folder.name] = str(err)
-            continue
-        name_key = character.name.casefold().strip()
-        if name_key in owner_of_name:
-            registry.problems[folder.name] = (
-                f"duplicate character: {character.name!r} is already defined by "
-                f"{owner_of_name[name_key]!r}")
-            continue
-        owner_of_name[name_key] = folder.name
-        registry.characters[character.slug] = character
+        for folder in sorted(p for p in directory.iterdir() if p.is_dir()):
+            if folder.name.startswith("."):
+                continue
+            try:
+                character = load_character(folder)
+            except CharacterError as err:
+                registry.problems.setdefault(folder.name, str(err))
+                continue
+            name_key = character.name.casefold().strip()
+            owner = (character.slug if character.slug in registry.characters
+                     else owner_of_name.get(name_key))
+            if owner is not None:
+                registry.problems.setdefault(folder.name, (
+                    f"duplicate character: {character.name!r} ({folder}) clashes with "
+                    f"{owner!r}, which is already defined"))
+                continue
+            owner_of_name[name_key] = character.slug
+            registry.characters[character.slug] = character
     return registry
 
 
@@ -139,3 +145,21 @@ def check_character(character: Character, strict: bool = False) -> list[str]:
         except AdapterFormatError as err:
             issues.append(f"block.safetensors is unreadable: {err}")
     return issues
+
+
+def run_characters_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`neeko characters`: list every character and its state (with --check, its problems
+    too); 1 when --check finds a problem."""
+    registry = discover_characters(*settings.character_dirs)
+    failed = bool(registry.problems)
+    for slug, character in registry.characters.items():
+        state = "trained block" if character.block_path.is_file() else "fusion (no block)"
+        print(f"{slug:20} {state:18} {character.name}: {character.description}")
+        for issue in check_character(character, strict=True) if args.check else []:
+            print(f"{'':20} PROBLEM            {issue}")
+            failed = True
+    for slug, problem in registry.problems.items():
+        print(f"{slug:20} BROKEN             {problem}")
+    if not registry.characters and not registry.problems:
+        print("no characters in " + " or ".join(map(str, settings.character_dirs)))
+    return 1 if args.check and failed else 0

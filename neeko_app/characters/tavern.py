@@ -1,38 +1,39 @@
 """Tavern character cards (V1, chara_card_v2, chara_card_v3; JSON or PNG) to and from Character.
 
 SillyTavern, RisuAI and the character hubs exchange cards as JSON files or as PNG images whose
-`tEXt` chunk `chara` (V2) or `ccv3` (V3) holds the card JSON, UTF-8 then base64. Everything read
-here is untrusted: sizes, nesting and field lengths are bounded, and every problem is reported as
-a CharacterError naming the file.
+`tEXt` chunk `chara` (V2) or `ccv3` (V3) holds the card JSON (the chunks are png_chunks' job).
+This module maps card fields and lorebooks to and from Character. Everything read here is
+untrusted: sizes, nesting and field lengths are bounded, and every problem is reported as a
+CharacterError naming the file.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import io
 import json
 import re
-import struct
 import unicodedata
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from neeko_app.characters.card import (
+    MAX_FIELD_CHARS,
     RESERVED_SLUGS,
     Character,
     CharacterError,
     character_from_dict,
     validate_slug,
 )
+from neeko_app.characters.png_chunks import (
+    MAX_CARD_BYTES,
+    PNG_MAGIC,
+    read_card_json,
+    write_card_chunks,
+)
 
-MAX_CARD_BYTES = 8 * 1024 * 1024
 MAX_JSON_DEPTH = 64
-MAX_FIELD_CHARS = 20_000
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-CARD_KEYWORDS = ("ccv3", "chara")  # in order of preference
 SPECS = ("chara_card_v2", "chara_card_v3")
 V1_SPEC = "chara_card_v1"  # what we call a card without `spec`
 NEEKO_EXTENSION = "neeko"
@@ -103,7 +104,7 @@ def slugify(name: str) -> str:
 def _card_payload(data: bytes) -> bytes:
     """The card JSON bytes: the file itself, or the card chunk of a PNG."""
     if data.startswith(PNG_MAGIC):
-        return _png_card_json(data)
+        return read_card_json(data)
     if data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"["):
         return data
     raise CharacterError("not a character card: expected a PNG image or a JSON file")
@@ -333,83 +334,6 @@ def _lorebook(fields: dict, name: str) -> list[LoreEntry]:
     return entries
 
 
-# --- PNG ------------------------------------------------------------------------------------
-
-
-def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
-    """(type, body) of each chunk up to IEND, checking lengths and CRCs."""
-    if not data.startswith(PNG_MAGIC):
-        raise CharacterError("image is not a PNG")
-    chunks, pos = [], len(PNG_MAGIC)
-    while True:
-        if pos + 12 > len(data):
-            raise CharacterError("PNG is truncated (no IEND chunk)")
-        length, kind = struct.unpack_from(">I4s", data, pos)
-        label = kind.decode("ascii", "replace")
-        end = pos + 12 + length
-        if end > len(data):
-            raise CharacterError(f"PNG is truncated: chunk {label!r} runs past the end of the file")
-        body = data[pos + 8:end - 4]
-        if zlib.crc32(kind + body) != struct.unpack_from(">I", data, end - 4)[0]:
-            raise CharacterError(f"PNG is corrupt: bad CRC in chunk {label!r}")
-        chunks.append((kind, body))
-        if kind == b"IEND":
-            return chunks
-        pos = end
-
-
-def _png_card_json(data: bytes) -> bytes:
-    """The card JSON from a PNG's `ccv3` text chunk, else its `chara` chunk."""
-    texts = {}
-    for kind, body in _png_chunks(data):
-        keyword = _text_keyword(kind, body)
-        if keyword in CARD_KEYWORDS:
-            texts.setdefault(keyword, _text_value(kind, body))
-    keyword = next((k for k in CARD_KEYWORDS if k in texts), None)
-    if keyword is None:
-        raise CharacterError("PNG holds no character card (no 'ccv3' or 'chara' text chunk)")
-    try:
-        return base64.b64decode(b"".join(texts[keyword].split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise CharacterError(f"PNG chunk {keyword!r} is not valid base64") from None
-
-
-def _text_keyword(kind: bytes, body: bytes) -> str | None:
-    """The lowercased keyword of a tEXt/zTXt/iTXt chunk, None for other chunks."""
-    if kind not in (b"tEXt", b"zTXt", b"iTXt"):
-        return None
-    return body.partition(b"\0")[0].decode("latin-1").lower()
-
-
-def _text_value(kind: bytes, body: bytes) -> bytes:
-    """The text of a tEXt, zTXt or iTXt chunk, inflated if compressed."""
-    rest = body.partition(b"\0")[2]
-    if kind == b"tEXt":
-        return rest
-    if kind == b"zTXt":
-        return _inflate(rest[1:])
-    compressed, rest = rest[:1] == b"\1", rest[2:]  # iTXt: flag, method, language, keyword
-    text = rest.split(b"\0", 2)[-1]
-    return _inflate(text) if compressed else text
-
-
-def _inflate(data: bytes) -> bytes:
-    """zlib-decompress a text chunk, refusing output over MAX_CARD_BYTES."""
-    inflater = zlib.decompressobj()
-    try:
-        out = inflater.decompress(data, MAX_CARD_BYTES)
-    except zlib.error:
-        raise CharacterError("PNG text chunk is not valid compressed data") from None
-    if inflater.unconsumed_tail:
-        raise CharacterError(f"compressed card is larger than {MAX_CARD_BYTES} bytes")
-    return out
-
-
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    """One encoded PNG chunk."""
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
 # --- export ---------------------------------------------------------------------------------
 
 
@@ -434,19 +358,9 @@ def card_to_png(character: Character, image_png: bytes | None = None,
     Card chunks already in `image_png` are replaced.
     """
     lorebook = list(lorebook)
-    chunks = [(kind, body) for kind, body in _png_chunks(image_png or _monogram(character))
-              if _text_keyword(kind, body) not in CARD_KEYWORDS]
     cards = {"chara": card_to_json(character, lorebook),
              "ccv3": card_to_v3_json(character, lorebook)}
-    texts = [(b"tEXt", keyword.encode("ascii") + b"\0" + _encode_card(card))
-             for keyword, card in cards.items()]
-    chunks[-1:-1] = texts  # before IEND
-    return PNG_MAGIC + b"".join(_png_chunk(kind, body) for kind, body in chunks)
-
-
-def _encode_card(card: dict) -> bytes:
-    """Card JSON as UTF-8, base64-encoded (the payload of a card text chunk)."""
-    return base64.b64encode(json.dumps(card, ensure_ascii=False).encode("utf-8"))
+    return write_card_chunks(image_png or _monogram(character), cards)
 
 
 def _card_data(character: Character, lorebook: list[LoreEntry]) -> dict:

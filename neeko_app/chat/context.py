@@ -80,15 +80,18 @@ def assemble_prompt(
     count_tokens: CountTokens,
     budget: int,
     memory_tokens: int,
+    chars_per_token: int | None = None,
 ) -> AssembledPrompt:
     """Build the prompt for the character's next reply in at most `budget` tokens.
 
     The recent history is fitted into `budget - memory_tokens` (oldest exchanges dropped
-    first); `retrieve(first_turn)` is then asked for memory from before the first kept user
-    turn, and the lowest-ranked retrieved items are dropped until the prompt fits `budget`.
-    ValueError if even the last message alone does not fit.
+    first; `chars_per_token` as `fit_history` takes it); `retrieve(first_turn)` is then asked
+    for memory from before the first kept user turn, and the lowest-ranked retrieved items are
+    dropped until the prompt fits `budget`. ValueError if even the last message alone does
+    not fit.
     """
-    history = fit_history(list(turns), count_tokens, budget - memory_tokens, header)
+    history = fit_history(list(turns), count_tokens, budget - memory_tokens, header,
+                          chars_per_token)
     first_turn = user_turns(turns) - user_turns(history) + 1
     retrieved = retrieve(first_turn)
     ranked = [item for pair in zip_longest(retrieved.recalled, retrieved.knowledge)

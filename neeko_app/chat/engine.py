@@ -33,6 +33,7 @@ from neeko_app.chat.scheduler import (
     gate_row,
 )
 from neeko_app.chat.session import ChatSession, SessionError, SessionStore
+from neeko_app.chat.token_bounds import max_chars_per_token
 from neeko_app.chat.writing_systems import systems_of_tokens
 from neeko_app.memory import MemoryStore
 from neeko_app.runtime import Runtime
@@ -70,6 +71,8 @@ class ChatEngine:
         self.sessions = sessions
         self.limits = limits
         self.tokenizer = runtime.base.tokenizer
+        # text longer than the context times this cannot fit: refused untokenized
+        self.max_chars_per_token = max_chars_per_token(self.tokenizer)
         model_max = getattr(runtime.base.model.config, "max_position_embeddings", None)
         self.context_tokens = min(limits.context_tokens, model_max or limits.context_tokens)
         self.max_reply_tokens = min(limits.max_reply_tokens, self.context_tokens // 2)
@@ -169,7 +172,8 @@ class ChatEngine:
         return assemble_prompt(header, who.name, turns,
                                self._retriever(character, session_id, query),
                                self.count_tokens, budget,
-                               min(self.limits.memory_tokens, budget // 2))
+                               min(self.limits.memory_tokens, budget // 2),
+                               self.max_chars_per_token)
 
     # ---- sessions -----------------------------------------------------------------------
 

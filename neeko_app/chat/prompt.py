@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from neeko_app.characters.card import Character
+from neeko_app.chat.token_bounds import too_long
 
 BOS, TURN_START, TURN_END = "<bos>", "<start_of_turn>", "<end_of_turn>"
 SPEAKER = {"user": "user", "character": "model"}
@@ -52,17 +53,21 @@ def render_prompt(header: str, turns: Sequence[Turn]) -> str:
     return f"{BOS}{body}{TURN_START}{SPEAKER['character']}\n"
 
 
-def fit_history(turns: list[Turn], count_tokens, budget: int, header: str) -> list[Turn]:
+def fit_history(turns: list[Turn], count_tokens, budget: int, header: str,
+                chars_per_token: int | None = None) -> list[Turn]:
     """Drop the oldest exchanges until the rendered prompt fits `budget` tokens.
 
     The last user turn is always kept; if even that alone is too long, ValueError. The cut
     is found by bisection (fewer turns never take more tokens): a history of thousands of
-    exchanges costs a dozen token counts, not one per exchange dropped.
+    exchanges costs a dozen token counts, not one per exchange dropped. With
+    `chars_per_token` (see `token_bounds`), a prompt too long to fit by its length alone is
+    not tokenized at all.
     """
     starts = _cut_points(turns)
 
     def fits(start: int) -> bool:
-        return count_tokens(render_prompt(header, turns[start:])) <= budget
+        text = render_prompt(header, turns[start:])
+        return not too_long(text, budget, chars_per_token) and count_tokens(text) <= budget
 
     if fits(starts[0]):
         return list(turns)

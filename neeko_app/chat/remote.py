@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -37,6 +38,8 @@ class RemoteScheduler:
         self._client = httpx.Client(base_url=self.base_url, headers=headers,
                                     timeout=httpx.Timeout(timeout_s, connect=10.0))
         self._pool = ThreadPoolExecutor(max_concurrent, thread_name_prefix="neeko-remote")
+        self._in_flight = 0
+        self._counting = threading.Lock()
 
     def submit(self, request: GenerationRequest) -> TokenStream:
         """Start one request; iterate the returned stream for its text."""
@@ -49,9 +52,16 @@ class RemoteScheduler:
             if not stream.request.model:
                 raise RemoteBackendError("the remote backend needs a character with a trained "
                                          "block (there are none to fall back to)")
+            with self._counting:
+                self._in_flight += 1
             self._pool.submit(self._run, stream)
         self.stats.requests += len(streams)
         return streams
+
+    def in_flight(self) -> int:
+        """How many requests are sent or waiting to be (0: idle)."""
+        with self._counting:
+            return self._in_flight
 
     def close(self) -> None:
         """Stop sending: requests in flight are cut off."""
@@ -80,8 +90,11 @@ class RemoteScheduler:
             log.warning("remote generation failed: %s", err)
             stream._fail(err if isinstance(err, RemoteBackendError)
                          else RemoteBackendError(f"model server {self.base_url}: {err}"))
-            return
-        stream._finish(reason, tokens)
+        else:
+            stream._finish(reason, tokens)
+        finally:
+            with self._counting:
+                self._in_flight -= 1
 
     def _stream(self, stream: TokenStream) -> tuple[str, int]:
         """Read the server's events into `stream`; (finish reason, completion tokens)."""

@@ -133,6 +133,7 @@ class BatchScheduler:
         self.stats = SchedulerStats()
         self._stop_ids = list(stop_token_ids(tokenizer) if stop_ids is None else stop_ids)
         self._pending: deque[TokenStream] = deque()
+        self._generating = 0  # rows of the batch being decoded
         self._wakeup = threading.Condition()
         self._closed = False
         self._worker = threading.Thread(target=self._run, name="neeko-scheduler", daemon=True)
@@ -152,6 +153,11 @@ class BatchScheduler:
             self.stats.requests += len(streams)
             self._wakeup.notify()
         return streams
+
+    def in_flight(self) -> int:
+        """How many requests are waiting or being generated (0: the scheduler is idle)."""
+        with self._wakeup:
+            return len(self._pending) + self._generating
 
     def close(self) -> None:
         """Stop the worker after the batch in progress; requests still waiting are failed."""
@@ -177,6 +183,8 @@ class BatchScheduler:
                 for stream in batch:
                     if stream.finish_reason is None:
                         stream._fail(err)
+            finally:
+                self._generating = 0
 
     def _next_batch(self) -> list[TokenStream] | None:
         """Wait for a request, then up to `window_s` for more; None once closed."""
@@ -191,8 +199,8 @@ class BatchScheduler:
                 self._wakeup.wait(remaining)
             if self._closed:
                 return None
-            take = min(self.max_batch, len(self._pending))
-            return [self._pending.popleft() for _ in range(take)]
+            self._generating = min(self.max_batch, len(self._pending))
+            return [self._pending.popleft() for _ in range(self._generating)]
 
     @torch.no_grad()
     def _generate(self, batch: list[TokenStream]) -> None:
@@ -231,6 +239,7 @@ class BatchScheduler:
                 if row.finish_reason is not None:
                     stream._finish(row.finish_reason, len(row.generated))
             keep = [slot for slot, i in enumerate(active) if rows[i].finish_reason is None]
+            self._generating = len(keep)
             if not keep:
                 return
             if len(keep) < len(active):

@@ -10,22 +10,23 @@ import argparse
 import sys
 
 from neeko_app.characters.registry import discover_characters, find_character
-from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.startup import build_engine
+from neeko_app.cli import decoding_settings
 from neeko_app.config import Settings
 
 HELP = "Commands: /reset starts over, /quit (or Ctrl-D) leaves."
 
 
-def run_terminal_chat(settings: Settings, args: argparse.Namespace,
-                      decoding: DecodingSettings) -> int:
+def run_terminal_chat(settings: Settings, args: argparse.Namespace) -> int:
     """Chat with `args.character` until /quit or end of input; returns an exit code.
 
     The character is looked up before anything is loaded: a wrong name costs nothing and
     leaves memory untouched."""
-    characters = discover_characters(settings.characters_dir).characters
+    decoding = decoding_settings(args, seed=args.seed)
+    characters = discover_characters(*settings.character_dirs).characters
     if not characters:
-        raise ValueError(f"no characters found in {settings.characters_dir}")
+        raise ValueError("no characters found in "
+                         + " or ".join(map(str, settings.character_dirs)))
     slug = find_character(characters, args.character or next(iter(characters))).slug
     engine = build_engine(settings, decoding, use_memory=not args.no_memory,
                           report=lambda line: print(line, file=sys.stderr))

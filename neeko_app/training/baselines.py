@@ -10,14 +10,13 @@ from pathlib import Path
 
 import torch
 
-from neeko_app.characters.card import load_character, validate_slug
 from neeko_app.config import Settings
 from neeko_app.evaluation.systems import MIX_BLOCK
 from neeko_app.model import load_base_model
 from neeko_app.moelora import MoeLoraConfig, NeekoModel
 from neeko_app.moelora.persistence import load_block, save_block
 from neeko_app.training.trainer import discard_checkpoint, run_training
-from neeko_app.training.workflows import TrainingJob, job_examples
+from neeko_app.training.workflows import TrainingJob, job_examples, known_characters
 
 
 def mix_block_path(settings: Settings) -> Path:
@@ -29,7 +28,7 @@ def train_lora_mix(settings: Settings, slugs: Sequence[str], job: TrainingJob | 
                    lora: MoeLoraConfig | None = None) -> list[float]:
     """Train the LoRA-mix block on the dialogues of `slugs` (resumable like any run)."""
     job = job or TrainingJob()
-    characters = [load_character(settings.characters_dir / validate_slug(s)) for s in slugs]
+    characters = known_characters(settings, slugs)
     base = load_base_model(settings.base_model, settings.cache_dir, settings.device,
                            settings.dtype)
     model = NeekoModel(base.model, lora or MoeLoraConfig()).to(base.device)

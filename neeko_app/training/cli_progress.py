@@ -8,9 +8,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from neeko_app.cli import training_config
 from neeko_app.config import Settings
 from neeko_app.training.baselines import train_lora_mix
-from neeko_app.training.trainer import Progress, TrainingConfig
+from neeko_app.training.trainer import Progress
 from neeko_app.training.workflows import TrainingJob, add_character, pretrain
 
 
@@ -43,9 +44,9 @@ class ProgressBar:
             self.bar.close()
 
 
-def run_training_command(settings: Settings, args: argparse.Namespace,
-                         config: TrainingConfig) -> int:
+def run_training_command(settings: Settings, args: argparse.Namespace) -> int:
     """Run `train` or `add-character` with a progress bar; interrupted runs resume next time."""
+    config = training_config(args)
     bar = ProgressBar("training" if args.command == "train" else f"adding ({args.mode})",
                       config.keep_best_epoch)
     job = TrainingJob(config, on_progress=bar)

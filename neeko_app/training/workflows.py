@@ -26,7 +26,7 @@ from neeko_app.characters.card import (
     load_character,
     validate_slug,
 )
-from neeko_app.characters.registry import discover_characters, named
+from neeko_app.characters.registry import discover_characters, find_character, named
 from neeko_app.config import Settings
 from neeko_app.embedding import role_embedding
 from neeko_app.model import load_base_model
@@ -109,7 +109,7 @@ def pretrain(settings: Settings, slugs: Sequence[str], job: TrainingJob = Traini
              lora: MoeLoraConfig | None = None) -> list[float]:
     """Agent pre-training: fresh blocks for `slugs`, trained together, then saved per character."""
     lora = lora or MoeLoraConfig()
-    characters = [load_character(settings.characters_dir / validate_slug(slug)) for slug in slugs]
+    characters = known_characters(settings, slugs)
     base = load_base_model(settings.base_model, settings.cache_dir, settings.device,
                            settings.dtype)
     model = NeekoModel(base.model, lora).to(base.device)
@@ -126,23 +126,30 @@ def pretrain(settings: Settings, slugs: Sequence[str], job: TrainingJob = Traini
     return losses
 
 
-STAGING_DIR = ".staging"  # under the characters directory; hidden from the registry
+def known_characters(settings: Settings, slugs: Sequence[str]) -> list[Character]:
+    """The characters `slugs` name, shipped or the user's; CharacterError for an unknown one."""
+    characters = discover_characters(*settings.character_dirs).characters
+    return [find_character(characters, validate_slug(slug)) for slug in slugs]
+
+
+STAGING_DIR = ".staging"  # under the user's characters directory; hidden from the registry
 _ADDING: set[tuple[Path, str]] = set()  # (characters dir, id or name) being added right now
 _ADDING_LOCK = threading.Lock()
 
 
 def stage_character(settings: Settings, source: Path) -> Character:
-    """Copy a character folder to `<characters>/.staging/<slug>` (any earlier copy there,
-    left by an interrupted run, is replaced), refusing an id or a name (in any case) that is
-    already taken."""
+    """Copy a character folder to `<user characters>/.staging/<slug>` (any earlier copy
+    there, left by an interrupted run, is replaced), refusing an id or a name (in any case)
+    that is already taken."""
     character = load_character(source)
-    if (settings.characters_dir / character.slug).exists():
+    existing = discover_characters(*settings.character_dirs).characters
+    if (settings.user_characters_dir / character.slug).exists() or character.slug in existing:
         raise CharacterError(f"a character with the id {character.slug!r} already exists")
-    same = named(discover_characters(settings.characters_dir).characters.values(), character.name)
+    same = named(existing.values(), character.name)
     if same is not None:
         raise CharacterError(f"a character named {same.name!r} already exists ({same.slug}); "
                              "give this one another name")
-    staged = settings.characters_dir / STAGING_DIR / character.slug
+    staged = settings.user_characters_dir / STAGING_DIR / character.slug
     shutil.rmtree(staged, ignore_errors=True)
     shutil.copytree(source, staged,
                     ignore=shutil.ignore_patterns("block.safetensors", "role.safetensors"))
@@ -155,7 +162,7 @@ def _claim(settings: Settings, character: Character) -> Iterator[None]:
     time is refused with a CharacterError. The name is held within this process (threads,
     wizard users); the id also across processes on this machine, by an flock on a file in
     the cache (a killed holder releases it; the characters folder gets no lock files)."""
-    root = settings.characters_dir.resolve()
+    root = settings.user_characters_dir.resolve()
     keys = {(root, character.slug), (root, "name:" + character.name.casefold())}
     busy = CharacterError(f"a character with the id {character.slug!r} or the name "
                           f"{character.name!r} is being added right now")
@@ -193,7 +200,8 @@ def add_character(
     The character is assembled in a staging folder and moved into the characters directory
     by one rename at the very end: if this fails, is cancelled or the process is killed,
     the characters directory is as it was, and a new call resumes training from its
-    checkpoint. A `source` already inside the characters directory is trained in place.
+    checkpoint. A `source` already inside a characters directory (shipped or the user's)
+    is trained in place.
     """
     if mode not in ("fusion", "expansion"):
         raise ValueError("mode must be 'fusion' or 'expansion'")
@@ -205,7 +213,8 @@ def add_character(
 def _add_claimed(settings: Settings, source: Path, mode: Literal["fusion", "expansion"],
                  job: TrainingJob, runtime: Runtime | None) -> Character:
     """`add_character` while holding the character's id and name."""
-    in_place = source.resolve().parent == settings.characters_dir.resolve()
+    in_place = source.resolve().parent in {d.resolve() for d in settings.character_dirs}
+    home = source.parent if in_place else settings.user_characters_dir
     character = load_character(source) if in_place else stage_character(settings, source)
     if mode == "expansion" and runtime is None:
         runtime = load_runtime(settings)
@@ -216,7 +225,7 @@ def _add_claimed(settings: Settings, source: Path, mode: Literal["fusion", "expa
             _expand(settings, character, role, job, runtime)
         save_role(character, role)
         if not in_place:
-            character.folder.rename(settings.characters_dir / character.slug)
+            character.folder.rename(home / character.slug)
     except BaseException:
         if runtime is not None and runtime.model.num_blocks > blocks_before:
             runtime.model.truncate_blocks(blocks_before)
@@ -225,7 +234,7 @@ def _add_claimed(settings: Settings, source: Path, mode: Literal["fusion", "expa
         raise
     if mode == "expansion":
         discard_checkpoint(_expansion_checkpoint(settings, character.slug))
-    character = load_character(settings.characters_dir / character.slug)
+    character = load_character(home / character.slug)
     if runtime is not None:
         runtime.characters[character.slug] = character
     return character

@@ -6,9 +6,11 @@ from __future__ import annotations
 import logging
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from neeko_app.chat.engine import ChatEngine
 from neeko_app.config import Settings
+from neeko_app.serving.limits import RequestLimits
 from neeko_app.ui.avatars import SHIPPED_AVATARS
 from neeko_app.ui.cards import MAX_UPLOAD_BYTES
 from neeko_app.ui.chat_tab import ChatTab
@@ -59,11 +61,14 @@ def parse_auth(value: str) -> tuple[str, str]:
 def launch(demo: gr.Blocks, settings: Settings, host: str, port: int,
            auth: tuple[str, str] | None = None, concurrency: int = DEFAULT_CONCURRENCY,
            block: bool = True) -> None:
-    """Queue and launch `demo` (`block=False` returns at once, for tests)."""
+    """Queue and launch `demo` (`block=False` returns at once, for tests). Every request's
+    body is held to `settings.max_request_bytes`, and to a minimum pace (`RequestLimits`)."""
     if auth is None and host not in LOOPBACK:
         log.warning("serving on %s without --auth: anyone who can reach it may use it", host)
     demo.queue(default_concurrency_limit=concurrency)
+    limits = Middleware(RequestLimits, max_bytes=settings.max_request_bytes)
     demo.launch(server_name=host, server_port=port, auth=auth, max_file_size=MAX_UPLOAD_BYTES,
+                app_kwargs={"middleware": [limits]},
                 allowed_paths=[str(SHIPPED_AVATARS), str(settings.app_dir / "avatars"),
                                str(settings.reports_dir)],
                 theme=THEME, css=CSS, prevent_thread_lock=not block, ssr_mode=False,

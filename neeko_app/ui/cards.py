@@ -19,19 +19,16 @@ from typing import Literal
 
 from neeko_app.characters.card import (
     DIALOGUES_FILE,
+    MAX_FIELD_CHARS,
+    MAX_PROFILE_BYTES,
     Character,
     CharacterError,
     character_from_dict,
 )
 from neeko_app.characters.lorebook import load_lorebook, save_lorebook
+from neeko_app.characters.png_chunks import MAX_CARD_BYTES
 from neeko_app.characters.registry import named
-from neeko_app.characters.tavern import (
-    MAX_CARD_BYTES,
-    LoreEntry,
-    card_to_json,
-    card_to_png,
-    parse_card_bytes,
-)
+from neeko_app.characters.tavern import LoreEntry, card_to_json, card_to_png, parse_card_bytes
 from neeko_app.characters.transcript import parse_transcript
 from neeko_app.chat.engine import ChatEngine
 from neeko_app.config import Settings
@@ -114,6 +111,9 @@ def draft_from_profile(text: str, filename: str) -> CharacterDraft:
         raise CharacterError(f"{filename}: the first line must be the character's name, "
                              "e.g. '# Ada Lovelace'")
     body = "\n".join(lines[1:]).strip()
+    if len(body.encode()) > MAX_PROFILE_BYTES:
+        raise CharacterError(f"{filename}: the profile is too long ({len(body.encode())} bytes; "
+                             f"at most {MAX_PROFILE_BYTES})")
     flat = " ".join(body.split())
     match = _SENTENCE.match(flat)
     minimal_card = {"name": name, "description": match.group(1) if match else flat}
@@ -144,9 +144,20 @@ def with_dialogues(draft: CharacterDraft, path: Path) -> tuple[CharacterDraft, i
 
 
 def dialogue_records(text: str, fmt: str, name: str) -> list[dict]:
-    """The conversations of a dialogues upload as `dialogues.jsonl` records (checked)."""
-    if fmt == "transcript":
-        return parse_transcript(text, name)
+    """The conversations of a dialogues upload as `dialogues.jsonl` records (checked, each
+    turn at most MAX_FIELD_CHARS long)."""
+    records = parse_transcript(text, name) if fmt == "transcript" else _jsonl_records(text)
+    for number, record in enumerate(records, start=1):
+        for turn_number, turn in enumerate(record["turns"], start=1):
+            length = sum(len(str(turn.get(key) or "")) for key in ("text", "action"))
+            if length > MAX_FIELD_CHARS:
+                raise DialogueError(f"conversation {number}, turn {turn_number} is too long "
+                                    f"({length} characters; at most {MAX_FIELD_CHARS})")
+    return records
+
+
+def _jsonl_records(text: str) -> list[dict]:
+    """The records of a dialogues.jsonl upload, each checked as a conversation."""
     records = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -219,7 +230,7 @@ def install_draft(engine: ChatEngine, settings: Settings, draft: CharacterDraft,
     knowledge, lore included. The folder is built in a staging directory under
     `staging_root` and installed by `add_character`; on any error nothing is kept."""
     fields = edited_fields(draft, edits)
-    check_new_character(fields, settings.characters_dir, engine.runtime.characters)
+    check_new_character(fields, settings.user_characters_dir, engine.runtime.characters)
     if mode == "expansion" and not draft.dialogues_text:
         raise CharacterError("expansion trains a block on example dialogues: upload some in "
                              "step 1, or choose fusion")

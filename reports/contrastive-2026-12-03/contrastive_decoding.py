@@ -26,11 +26,12 @@ from neeko_app.cli import main
 from neeko_app.model.kv_cache import returned_cache, with_cache
 from neeko_app.moelora import Gate
 
-WEIGHT, ALPHA = float(sys.argv[1]), float(sys.argv[2])
-
 
 class ContrastScheduler(BatchScheduler):
     """`BatchScheduler` whose every request also runs under the other characters' mix."""
+
+    weight = 1.0  # g
+    alpha = 0.1  # the plausibility cut
 
     def _others(self, own: GateRow) -> GateRow:
         others = [k for k, name in enumerate(self.model.block_names)
@@ -39,8 +40,8 @@ class ContrastScheduler(BatchScheduler):
 
     def contrasted(self, own: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
         own, others = own.float().log_softmax(-1), others.float().log_softmax(-1)
-        scores = own + WEIGHT * (own - others)
-        return scores.masked_fill(own < own.max() + math.log(ALPHA), -math.inf)
+        scores = own + self.weight * (own - others)
+        return scores.masked_fill(own < own.max() + math.log(self.alpha), -math.inf)
 
     @torch.no_grad()
     def _generate(self, batch) -> None:
@@ -81,5 +82,7 @@ class ContrastScheduler(BatchScheduler):
             positions = positions[:, -1:] + 1
 
 
-heldout.BatchScheduler = ContrastScheduler
-sys.exit(main(sys.argv[3:]))
+if __name__ == "__main__":
+    ContrastScheduler.weight, ContrastScheduler.alpha = float(sys.argv[1]), float(sys.argv[2])
+    heldout.BatchScheduler = ContrastScheduler
+    sys.exit(main(sys.argv[3:]))

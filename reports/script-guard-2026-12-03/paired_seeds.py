@@ -18,13 +18,18 @@ from neeko_app.evaluation.heldout import HeldoutOptions, run_heldout_evaluation
 from neeko_app.runtime import load_runtime
 from neeko_app.storage import atomic_write_json
 
-seed, out = int(sys.argv[1]), Path(sys.argv[2])
-runtime = load_runtime(Settings.from_env())
-for guard in (False, True):
-    decoding = replace(heldout_decoding(True, None, seed), script_guard=guard)
-    options = HeldoutOptions(limit=20, batch_size=16, perplexity=False, systems=("blocks",),
-                             decoding=decoding)
-    report = run_heldout_evaluation(runtime, list(runtime.model.block_names), options)
-    path = out / f"sampled-seed{seed}-guard-{'on' if guard else 'off'}.json"
-    atomic_write_json(path, report.to_dict())
-    print(path, report.accuracy("blocks"), f"{report.seconds:.0f} s")
+
+def main(seed: int, out: Path) -> None:
+    runtime = load_runtime(Settings.from_env())
+    for guard in (False, True):
+        decoding = replace(heldout_decoding(True, None, seed), script_guard=guard)
+        options = HeldoutOptions(limit=20, batch_size=16, perplexity=False, systems=("blocks",),
+                                 decoding=decoding)
+        report = run_heldout_evaluation(runtime, list(runtime.model.block_names), options)
+        path = out / f"sampled-seed{seed}-guard-{'on' if guard else 'off'}.json"
+        atomic_write_json(path, report.to_dict())
+        print(path, report.accuracy("blocks"), f"{report.seconds:.0f} s")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), Path(sys.argv[2]))
