@@ -19,6 +19,7 @@ from neeko_app.chat.engine import ChatEngine, ContextLimits
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.prompt import Turn
 from neeko_app.chat.scheduler import BatchScheduler
+from neeko_app.serving.server import server_config
 from tests.test_memory import free_port
 from tests.tiny_characters import make_tiny_runtime
 
@@ -44,22 +45,29 @@ def engine(tmp_path_factory) -> Iterator[ChatEngine]:
 
 
 @contextmanager
-def running_server(app) -> Iterator[str]:
-    """Serve `app` with uvicorn on a free loopback port in a background thread."""
+def serving(app) -> Iterator[int]:
+    """Serve `app` on a free loopback port, with `neeko api`'s server settings, in a
+    background thread; yields the port."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    server = uvicorn.Server(server_config(app, "127.0.0.1", port, "warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
+        time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}/v1"
+        yield port
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextmanager
+def running_server(app) -> Iterator[str]:
+    """`serving(app)`, as the API's base URL."""
+    with serving(app) as port:
+        yield f"http://127.0.0.1:{port}/v1"
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 
@@ -28,8 +27,8 @@ from neeko_app.bench.process_memory import rss_mb
 from neeko_app.config import Settings
 from neeko_app.serving import limits, server
 from neeko_app.serving.limits import RequestLimits
-from neeko_app.serving.server import server_config
 from tests.conftest import write_card
+from tests.test_api import serving
 from tests.test_memory import free_port, stop
 from tests.test_serve_cli import start_server, wait_for_page
 
@@ -143,19 +142,8 @@ def echo() -> Iterator[tuple[int, list[int]]]:
     async def early() -> PlainTextResponse:  # refuses without reading, as Gradio may
         return PlainTextResponse("no", status_code=413)
 
-    port = free_port()
-    uvicorn_server = uvicorn.Server(server_config(app, "127.0.0.1", port, "warning"))
-    thread = threading.Thread(target=uvicorn_server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not uvicorn_server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    try:
+    with serving(app) as port:
         yield port, read
-    finally:
-        uvicorn_server.should_exit = True
-        thread.join(timeout=10)
 
 
 def test_a_chunked_body_over_the_limit_is_refused_without_reading_the_rest(echo):
