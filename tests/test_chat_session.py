@@ -6,7 +6,12 @@ import json
 
 import pytest
 
-from neeko_app.chat.context import RetrievedContext, assemble_prompt, user_turns
+from neeko_app.chat.context import (
+    RetrievedContext,
+    assemble_prompt,
+    memory_header,
+    user_turns,
+)
 from neeko_app.chat.group import addressed, next_speakers, perspective
 from neeko_app.chat.prompt import Turn, render_prompt
 from neeko_app.chat.session import ChatSession, SessionError, SessionStore
@@ -166,7 +171,13 @@ def test_prompt_stays_within_the_budget_and_keeps_the_latest_message():
     assert "What you know:\n- knowledge chunk 0" in short.text
     assert "Earlier in this conversation:\nUser: older message 1" in short.text
     assert "Ada: reply 1" in short.text
-    assert short.text.startswith("<bos><start_of_turn>user\nHEADER\n\nWhat you know:")
+    # the notes stand just before the last message, not above the older turns
+    assert short.text.startswith("<bos><start_of_turn>user\nHEADER\n\nmessage number 1")
+    assert short.text.endswith(f"Ada: reply 3\n\n{history[2].text.strip()}<end_of_turn>\n"
+                               "<start_of_turn>model\n")
+    single = assemble_prompt("HEADER", "Ada", history[:1], retrieve, len, 2000, 400)
+    assert single.text == render_prompt(memory_header("HEADER", "Ada", single.context),
+                                        history[:1])
 
 
 def test_lowest_ranked_memories_are_dropped_first_when_space_is_short():

@@ -19,6 +19,7 @@ from neeko_app.characters.facts import (
 )
 from neeko_app.characters.registry import check_character
 from neeko_app.evaluation.overlap import words
+from neeko_app.evaluation.recall import PROBES
 from neeko_app.training.data import DialogueError, load_dialogues
 from neeko_app.training.knowledge_data import KNOWLEDGE_FILE, RECALL_FILE, load_recall
 from tests.conftest import write_card
@@ -135,6 +136,15 @@ def test_shipped_facts_are_augmented_and_the_quiz_is_held_out(folder):
     for question in quiz:
         assert question.is_answered_by(by_id[question.fact].fact), question.id
         assert not _runs(question.question, 4) & trained, question.id
+
+
+@pytest.mark.parametrize("folder", SHIPPED, ids=lambda p: p.name)
+def test_the_recall_probes_answers_are_in_no_training_file(folder):
+    """The memory probes of `neeko eval-recall` must be answerable only from memory."""
+    training = " ".join((folder / name).read_text(encoding="utf-8")
+                        for name in ("dialogues.jsonl", KNOWLEDGE_FILE, RECALL_FILE))
+    leaked = [probe.answer for probe in PROBES if re.search(probe.answer, training, re.I)]
+    assert leaked == []
 
 
 @pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared/reference is not beside the repo")

@@ -13,7 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from langchain_core.embeddings import Embeddings
 
+from neeko_app.evaluation.recall import PROBES, probe_history
 from neeko_app.memory import (
     CHROMA_URL_ENV,
     KnowledgeChunk,
@@ -351,3 +353,56 @@ def test_server_mode_through_http_client(chroma_server, tmp_path: Path, monkeypa
     again.forget_session("web-1")
     assert store.list_session("web-1") == []
     assert [e.turn for e in store.list_session("web-2")] == [1]
+
+
+class CachedEmbeddings(Embeddings):
+    """MiniLM that embeds each distinct text once (the large-store test repeats many)."""
+
+    def __init__(self, inner: MiniLMEmbeddings) -> None:
+        self.inner, self.vectors = inner, {}
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        new = [text for text in dict.fromkeys(texts) if text not in self.vectors]
+        self.vectors.update(zip(new, self.inner.embed_documents(new), strict=True))
+        return [self.vectors[text] for text in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
+
+
+def test_recall_ranks_a_sessions_turns_exactly_in_a_large_store(
+        tmp_path: Path, embeddings: MiniLMEmbeddings) -> None:
+    """Chroma's filtered approximate search missed the told fact for 6 of these 10 long
+    sessions (the eval-recall probes, 1,300 exchanges); the store ranks a session's turns
+    exactly."""
+    store = MemoryStore(open_client(tmp_path / "memory"), CachedEmbeddings(embeddings))
+    questions = []
+    for k, probe in enumerate(PROBES):
+        turns = probe_history(probe, lambda text: len(text) // 4 + 1, 2048)
+        exchanges = list(zip(turns[:-1:2], turns[1:-1:2], strict=True))
+        store._conversations.add_texts(  # in bulk: one remember_exchange at a time is slow
+            [f"{user.text}\n{reply.text}" for user, reply in exchanges],
+            metadatas=[{"session_id": f"s{k}", "character": "ada", "turn": turn, "time": 0.0,
+                        "user_chars": len(user.text)}
+                       for turn, (user, _) in enumerate(exchanges, start=1)],
+            ids=[f"s{k}:ada:{turn}" for turn in range(1, len(exchanges) + 1)])
+        questions.append((f"s{k}", turns[-1].text, len(exchanges) - 25))
+    found = [store.recall(session, "ada", question, k=3, before_turn=before)
+             for session, question, before in questions]
+    assert [1 in [e.turn for e in recalled] for recalled in found] == [True] * len(PROBES)
+
+
+def test_recall_counts_a_repeated_line_once_and_keeps_its_latest_turn(store: MemoryStore) -> None:
+    for turn in range(1, 7):
+        store.remember_exchange("rep", "ada", "Go on.", "And so it went on.", turn)
+    store.remember_exchange("rep", "ada", HYPATIA, "Bees! How lovely.", 7)
+    recalled = store.recall("rep", "ada", "Go on, tell me about my sister", k=3)
+    assert sorted(e.turn for e in recalled) == [6, 7]
+
+
+def test_recall_within_leaves_out_far_less_related_turns(store: MemoryStore) -> None:
+    for turn, line in enumerate([HYPATIA, *SMALL_TALK[:5]], start=1):
+        store.remember_exchange("near", "ada", line, "I see.", turn)
+    question = "What was my sister called again?"
+    assert len(store.recall("near", "ada", question, k=3)) == 3
+    assert [e.turn for e in store.recall("near", "ada", question, k=3, within=0.15)] == [1]

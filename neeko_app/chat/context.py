@@ -3,8 +3,11 @@
 Pure functions (no model, no store): the caller passes a token counter and a `retrieve`
 callback, so every rule here is unit-testable with fakes.
 
-Retrieved context goes into the header of the first user turn, the place where training
-puts the character's header, so the prompt keeps the Gemma turn format the blocks learned.
+Retrieved context goes right before the user's last message. In a one-message prompt that
+is just after the character's header, the place where training puts the notes; in a long
+chat it keeps a recalled fact next to the question instead of thousands of tokens above it
+(recall of the user's own facts after the history overflowed went from 0.63 to 0.86 with
+this move, reports/memory-recall-2026-12-05/).
 """
 
 from __future__ import annotations
@@ -65,6 +68,17 @@ def memory_notes(name: str, context: RetrievedContext) -> str:
     return "\n\n".join(parts)
 
 
+def render_with_memory(header: str, name: str, context: RetrievedContext,
+                       history: Sequence[Turn]) -> str:
+    """The prompt for `history` with the memory notes put just before its last (user)
+    message: for a single message this is exactly `memory_header` + the message."""
+    notes = memory_notes(name, context)
+    if not notes:
+        return render_prompt(header, history)
+    *earlier, last = history
+    return render_prompt(header, [*earlier, Turn("user", f"{notes}\n\n{last.text.strip()}")])
+
+
 def quotable_ids(tokenizer, name: str, context: RetrievedContext) -> tuple[int, ...]:
     """The token ids of the memory notes, which a reply may copy at any length (the prompt
     echo guard spares them)."""
@@ -101,7 +115,7 @@ def assemble_prompt(
             tuple(item for item in ranked if isinstance(item, KnowledgeChunk)),
             tuple(item for item in ranked if isinstance(item, Exchange)),
         )
-        text = render_prompt(memory_header(header, name, context), history)
+        text = render_with_memory(header, name, context, history)
         if not ranked or count_tokens(text) <= budget:
             return AssembledPrompt(text, tuple(history), context, first_turn)
         ranked.pop()

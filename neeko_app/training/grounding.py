@@ -1,10 +1,11 @@
 """Training examples grounded in retrieved knowledge, as the chat app prompts a character.
 
-In chat, the header of the first user turn carries what the retrieval memory finds for the
-message ("What you know: ..."). A block trained on the short header alone never saw those
-notes and does not learn to use them. Here every training conversation gets the notes the
-app would retrieve for its opening question: the same chunks (`character_chunks`), the same
-MiniLM search through Chroma, the same header layout (`memory_header`).
+In chat, what the retrieval memory finds for a message ("What you know: ...") comes just
+before it; for an opening message that is right after the header. A block trained on the
+short header alone never saw those notes and does not learn to use them. Here every
+training conversation gets the notes the app would retrieve for its opening question: the
+same chunks (`character_chunks`), the same MiniLM search through Chroma, the same layout
+(`memory_header`).
 """
 
 from __future__ import annotations
