@@ -35,7 +35,7 @@ from neeko_app.characters.card import (
 from neeko_app.characters.png_chunks import MAX_CARD_BYTES
 from neeko_app.characters.tavern import parse_card_bytes, slugify
 from neeko_app.chat.engine import ChatEngine, ContextLimits
-from neeko_app.chat.session import ChatSession, SessionStore
+from neeko_app.chat.session import ChatSession, SessionError, SessionStore
 from neeko_app.cli import main
 from neeko_app.config import Settings
 from neeko_app.memory import MemoryStore
@@ -212,7 +212,8 @@ def test_hostile_names_get_safe_ids(unchanged, name, slug):
 
 
 def mira_draft(tmp_path: Path) -> CharacterDraft:
-    return draft_from_file(write(tmp_path / "mira.json", card_json()))
+    """Mira's card without example messages: no dialogues unless a case uploads some."""
+    return draft_from_file(write(tmp_path / "mira.json", card_json(mes_example="")))
 
 
 UPLOAD_CASES = [  # (what is read, file name, content, the message)
@@ -513,6 +514,12 @@ API_CASES = [  # (path, JSON body or raw bytes, headers, status, code, the messa
     ("chat", asks(user="../../etc/passwd"), {}, 400, "invalid_session_id", "invalid session id"),
     ("chat", asks(), {"X-Session-Id": "x" * 10_000}, 400, "invalid_session_id", "session id"),
     ("chat", asks(temperature=-1), {}, 400, "invalid_request", "temperature"),
+    ("chat", asks(stop=["a", "b", "c", "d", "e"]), {}, 400, "invalid_stop", "at most 4"),
+    ("chat", asks(stop=["a", ""]), {}, 400, "invalid_stop", "must not be empty"),
+    ("chat", asks(frequency_penalty=2.01), {}, 400, "invalid_request", "frequency_penalty"),
+    ("chat", asks(presence_penalty=-9), {}, 400, "invalid_request", "presence_penalty"),
+    ("completions", {"model": "ada", "prompt": "Hi", "stop": [""]}, {}, 400, "invalid_stop",
+     "must not be empty"),
     ("chat", b'{"model": "ada", "messages": [' + b"[" * 100_000, {}, 400, None,
      "error parsing the body"),
     ("chat", '{"model": "ada", "content": "Olá"}'.encode("latin-1"), {}, 400, None,
@@ -584,6 +591,34 @@ def test_api_a_history_far_beyond_the_context_is_cut_cheaply(unchanged, engine, 
     response = http.post("/v1/chat/completions",
                          json={"model": "ada", "messages": history, "max_tokens": 2})
     assert response.status_code == 200 and len(counted) < 40
+
+
+# --- chat edits and versions of replies ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def answered(engine) -> ChatSession:
+    """A saved session with one exchange (its reply remembered), made before `unchanged`."""
+    session = engine.open_session(["ada"])
+    engine.send(session, "Hello?")[0].result()
+    return session
+
+
+EDIT_CASES = [
+    ("an edit of a message that no longer exists", lambda e, s: e.rewrite(s, 5, "x"),
+     "there is no message 5 in this chat .it has 2.; it may have been undone or cleared"),
+    ("a swipe index out of range", lambda e, s: e.show_version(s, 1, 3),
+     "this reply has 1 version.s.; there is no version 3"),
+]
+
+
+@pytest.mark.parametrize(("operation", "message"), [case[1:] for case in EDIT_CASES],
+                         ids=[case[0] for case in EDIT_CASES])
+def test_chat_edits(answered, unchanged, engine, operation, message):
+    before = answered.to_dict()
+    with pytest.raises(SessionError, match=message):
+        operation(engine, answered)
+    assert answered.to_dict() == before
 
 
 # --- concurrent adds of one character -------------------------------------------------------
@@ -665,5 +700,5 @@ def test_concurrent_wizard_installs_of_one_name(fresh, tmp_path, slow_embedding)
     slug = winner.slug
     assert added_files(before, snapshot(settings)) == {
         f"characters/{slug}", f"characters/{slug}/character.json",
-        f"characters/{slug}/role.safetensors"}
+        f"characters/{slug}/profile.md", f"characters/{slug}/role.safetensors"}
     assert fresh.runtime.characters[slug] == winner and list(staging.iterdir()) == []

@@ -1,4 +1,5 @@
-"""Tavern card import/export: V1/V2/V3 JSON, PNG chunks, lorebooks, macros, hostile files."""
+"""Tavern card import/export: V1/V2/V3 JSON, PNG chunks, lorebooks, macros, hostile files;
+cards shaped like real ones (W++ descriptions, `<START>` examples, creator notes, a picture)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pytest
 from PIL import Image
 
 from neeko_app.characters.card import CharacterError, load_character, validate_slug
-from neeko_app.characters.png_chunks import MAX_CARD_BYTES
+from neeko_app.characters.card_text import MAX_SUMMARY_CHARS
+from neeko_app.characters.png_chunks import MAX_CARD_BYTES, write_card_chunks
 from neeko_app.characters.tavern import (
     MAX_FIELD_CHARS,
     MAX_JSON_DEPTH,
@@ -36,6 +38,56 @@ FIELDS = {
     "mes_example": "<START>\n{{user}}: Hello?\n{{char}}: The sea brought you.\n"
                    "<START>\n{{char}}: Tea first.\nQuestions later.",
 }
+
+
+# A card shaped like SillyTavern's bundled ones: W++ attributes, sample chat after <START>
+# inside the description, a PList line with the scenario, mes_example, creator notes about
+# the card (not the character), a lorebook.
+FERRYMAN = {
+    "name": "Corvin Ashdown",
+    "description": (
+        '[{{char}}\'s Personality= "patient", "dry-humoured", "superstitious", "loyal", '
+        '"patient"]\r\n'
+        '[{{char}}\'s body= "grey beard", "oilskin coat", "one silver earring"]\r\n'
+        "<START>\r\n"
+        '{{user}}: "Why do you never cross at night?"\r\n'
+        '{{char}}: *{{char}} taps the lantern hook.* "The river keeps its own hours, '
+        'and I keep mine."\r\n'
+        '{{user}}: "And if I paid double?"\r\n'
+        '{{char}}: "Then you would be a rich fool on the wrong bank."\r\n'
+        "[Genre: folk tale; Scenario: Dusk at the ferry landing, the last crossing of the day "
+        "on the river Marrow.]"),
+    "personality": "",
+    "scenario": "",
+    "first_mes": "*The ferry bumps the landing.* Evening, {{user}}. Crossing, or looking?",
+    "mes_example": ("<START>\n{{char}}: *He coils a rope.* Fare's a copper.\n"
+                    "{{user}}: Only a copper?\n{{char}}: And a story, if you have one.\n"),
+    "creator_notes": "Made for a folk-tale jam. Slow burn; best with long replies.",
+    "tags": ["folk tale"],
+    "creator": "a tester",
+    "character_book": {"entries": [
+        {"keys": ["marrow", "river"], "comment": "river", "enabled": True,
+         "content": "The Marrow floods every spring and once carried a whole mill away."}]},
+}
+FERRYMAN_TRAITS = "patient, dry-humoured, superstitious, loyal"
+
+
+def ferryman(**fields) -> dict:
+    """The ferryman's V3 card, with `fields` replacing his."""
+    return {"spec": "chara_card_v3", "spec_version": "3.0", "data": {**FERRYMAN, **fields}}
+
+
+def picture(width: int = 600, height: int = 900) -> bytes:
+    """A PNG picture with a gradient (not one flat colour)."""
+    image = Image.linear_gradient("L").resize((width, height)).convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def card_png(card: dict, image: bytes | None = None) -> bytes:
+    """`card` in the ccv3 chunk of `image` (default: a 600x900 picture)."""
+    return write_card_chunks(image or picture(), {"ccv3": card})
 
 
 def chunk(kind: bytes, body: bytes) -> bytes:
@@ -77,7 +129,8 @@ def test_v1_card_has_fields_at_top_level():
     c = parsed.character
     assert parsed.spec == "chara_card_v1"
     assert (c.name, c.slug) == ("Mira", "mira")
-    assert c.description == FIELDS["description"]
+    assert c.description == "A lighthouse keeper on a storm-beaten island."
+    assert parsed.profile == FIELDS["description"]
     assert c.personality == "Calm, wry, stubborn."
     assert c.scenario == "Mira finds you on the shore of Mira's island."
     assert c.greeting == "*Mira lowers her lantern.* You? You're soaked."
@@ -157,8 +210,7 @@ def test_macros_are_replaced():
         description="<BOT> meets <USER>. {{user}}'s boat is gone; {{ Char }} helps {{user}}.",
         personality="{{char}}'s temper is short.",
     ))
-    assert parsed.character.description == (
-        "Mira meets you. Your boat is gone; Mira helps you.")
+    assert parsed.profile == "Mira meets you. Your boat is gone; Mira helps you."
     assert parsed.character.personality == "Mira's temper is short."
 
 
@@ -191,6 +243,128 @@ def test_missing_greeting_uses_first_alternate_and_missing_description_is_filled
 def test_system_prompt_is_reported_as_not_imported():
     parsed = parse_json(v2(system_prompt="Be Mira.", post_history_instructions=""))
     assert parsed.warnings == ["system_prompt is not imported"]
+
+
+# --- cards shaped like real ones -------------------------------------------------------------
+
+
+def test_the_description_becomes_the_profile_without_its_examples():
+    parsed = parse_card_bytes(card_png(ferryman()), "corvin.png")
+    c = parsed.character
+    assert c.description == FERRYMAN_TRAITS  # the creator notes do not name him
+    assert parsed.profile.startswith('[Corvin Ashdown\'s Personality= "patient"')
+    assert parsed.profile.endswith("on the river Marrow.]")
+    assert "<START>" not in parsed.profile and "rich fool" not in parsed.profile
+    assert "\r" not in parsed.profile
+    assert c.scenario == ("Dusk at the ferry landing, the last crossing of the day on the "
+                          "river Marrow.")
+    assert c.greeting == "*The ferry bumps the landing.* Evening, you. Crossing, or looking?"
+    assert parsed.lorebook[0].keys == ("marrow", "river")
+    assert parsed.warnings == ["personality was missing; filled with a default"]
+
+
+def test_start_blocks_become_example_dialogues_and_lines():
+    parsed = parse_json(ferryman())
+    assert parsed.dialogues == [
+        {"id": "card-0001", "turns": [
+            {"role": "user", "text": '"Why do you never cross at night?"'},
+            {"role": "character", "text": '*Corvin Ashdown taps the lantern hook.* "The river '
+                                          'keeps its own hours, and I keep mine."'},
+            {"role": "user", "text": '"And if I paid double?"'},
+            {"role": "character", "text": '"Then you would be a rich fool on the wrong bank."'}]},
+        {"id": "card-0002", "turns": [  # the block's opening line is the character's: dropped
+            {"role": "user", "text": "Only a copper?"},
+            {"role": "character", "text": "And a story, if you have one."}]},
+    ]
+    assert parsed.character.example_lines == (
+        '*Corvin Ashdown taps the lantern hook.* "The river keeps its own hours, and I keep '
+        'mine."', '"Then you would be a rich fool on the wrong bank."',
+        "*He coils a rope.* Fare's a copper.", "And a story, if you have one.")
+
+
+def test_an_example_block_in_prose_ends_at_a_blank_line_before_prose():
+    description = ("{{char}} ferries people across the Marrow.\n<START>\n{{user}}: Hi.\n"
+                   "{{char}}: Fare's a copper.\n\n{{user}}: Just one?\n{{char}}: One.\n\n"
+                   "He never crosses at night.")
+    parsed = parse_json(ferryman(description=description, mes_example=""))
+    assert parsed.profile == ("Corvin Ashdown ferries people across the Marrow.\n\n"
+                              "He never crosses at night.")
+    assert parsed.character.description == "Corvin Ashdown ferries people across the Marrow."
+    [dialogue] = parsed.dialogues
+    assert [turn["text"] for turn in dialogue["turns"]] == ["Hi.", "Fare's a copper.",
+                                                            "Just one?", "One."]
+
+
+@pytest.mark.parametrize(("fields", "line"), [
+    ({"creator_notes": "{{char}} ferries travellers across the Marrow, for a price. v2: typos."},
+     "Corvin Ashdown ferries travellers across the Marrow, for a price."),
+    ({"creator_notes": "<p>Corvin, by <a href='https://example.org'>me</a></p>"}, "Corvin, by me"),
+    ({"creator_notes": "Corvin " + "waits " * 30 + "."}, FERRYMAN_TRAITS),  # too long
+    ({"description": "Corvin has ferried the Marrow for forty years. He charges a copper."},
+     "Corvin has ferried the Marrow for forty years."),
+    ({"description": "**Corvin** ferries _people_ across! [Corvin: old]"},
+     "Corvin ferries people across!"),
+    ({"description": '[character("Corvin")\n{\nPersonality("Patient" + "Dry" + "Loyal")\n}]'},
+     "Patient, Dry, Loyal"),
+    ({"description": "[Corvin's persona: patient, dry; Corvin's clothes: oilskin coat]"},
+     "patient, dry"),
+    ({"description": "[Corvin's body: grey beard]", "personality": "Quiet. Loyal."}, "Quiet."),
+    ({"description": "Ferryman. https://example.org/corvin"}, "Ferryman."),
+], ids=["notes", "notes-html", "notes-too-long", "first-sentence", "markdown", "wpp", "plist",
+        "personality", "link"])
+def test_the_picker_line(fields, line):
+    assert parse_json(ferryman(**fields)).character.description == line
+
+
+def test_the_picker_line_is_cut_at_a_word_when_long():
+    sentence = "Corvin Ashdown " + " ".join(["keeps the ferry"] * 30) + "."
+    parsed = parse_json(ferryman(description=sentence))
+    line = parsed.character.description
+    assert len(line) <= MAX_SUMMARY_CHARS and line.endswith("…")
+    assert sentence.startswith(line[:-1]) and sentence[len(line) - 1] == " "
+    assert parsed.profile == sentence
+
+
+def test_a_one_sentence_description_needs_no_profile():
+    parsed = parse_json(ferryman(description="A ferryman on the Marrow."))
+    assert parsed.character.description == "A ferryman on the Marrow."
+    assert parsed.profile == ""
+
+
+def test_the_cards_picture_becomes_a_small_clean_portrait():
+    parsed = parse_card_bytes(card_png(ferryman()), "corvin.png")
+    with Image.open(io.BytesIO(parsed.portrait)) as image:
+        assert (image.format, image.size) == ("PNG", (341, 512))
+        assert image.text == {}  # no card chunks in the avatar
+        assert image.getextrema() != ((0, 0), (0, 0), (0, 0))
+    assert b"ccv3" not in parsed.portrait
+    assert parse_json(ferryman()).portrait is None
+    small = parse_card_bytes(card_png(ferryman(), picture(100, 50)), "small.png").portrait
+    with Image.open(io.BytesIO(small)) as image:
+        assert (image.size, image.mode) == ((100, 50), "RGB")  # never scaled up
+    buffer = io.BytesIO()
+    Image.new("RGBA", (10, 10), (200, 30, 30, 0)).save(buffer, format="PNG")
+    clear = parse_card_bytes(card_png(ferryman(), buffer.getvalue()), "clear.png").portrait
+    with Image.open(io.BytesIO(clear)) as image:
+        assert image.mode == "RGBA"  # transparency is kept
+
+
+def ihdr(width: int, height: int) -> bytes:
+    return chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+
+
+@pytest.mark.parametrize(("image", "message"), [
+    (b"\x89PNG\r\n\x1a\n" + ihdr(2, 2) + chunk(b"IDAT", b"not zlib at all") + chunk(b"IEND", b""),
+     "the card's picture cannot be read"),
+    (b"\x89PNG\r\n\x1a\n" + ihdr(20_000, 20_000) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+     + chunk(b"IEND", b""), "the card's picture is 20000×20000 pixels"),
+    (b"\x89PNG\r\n\x1a\n" + chunk(b"IEND", b""), "the card's picture cannot be read"),
+], ids=["corrupt", "huge", "empty"])
+def test_a_bad_picture_is_skipped_with_a_clear_warning(image, message):
+    parsed = parse_card_bytes(card_png(ferryman(), image), "bad-picture.png")
+    assert parsed.portrait is None and parsed.character.name == "Corvin Ashdown"
+    [warning] = [w for w in parsed.warnings if "picture" in w]
+    assert warning.startswith(message) and warning.endswith("gets a lettered circle instead")
 
 
 # --- export and round trip -------------------------------------------------------------------

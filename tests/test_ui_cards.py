@@ -231,7 +231,7 @@ def test_summary_and_progress_lines(mira_png):
     draft = draft_from_file(mira_png)
     assert draft_summary(draft, "mira.png", 3) == (
         "Read **Mira Vance** from mira.png.\n\n1 lorebook entry goes into the character's "
-        "memory.\n\n3 example conversations: expansion works, but a block trained on fewer "
-        "than 50 learns little.")
+        "memory.\n\nThe card's picture becomes the character's portrait.\n\n3 example "
+        "conversations: expansion works, but a block trained on fewer than 50 learns little.")
     line = describe_progress(Progress(step=5, total=20, epoch=1, loss=2.5, seconds=10.0))
     assert line == "step 5/20 · epoch 1 · loss 2.500 · about 0:30 left"

@@ -80,18 +80,21 @@ def test_the_memory_panel_lists_knowledge_and_recalled_exchanges():
            "replied “A fine name.”\n\n#### For Cleopatra\n\n_Nothing retrieved" in text
 
 
-def test_saved_sessions_list_only_resumable_ones_newest_first(tmp_path):
+def test_saved_sessions_list_readable_ones_newest_first(tmp_path):
     store = SessionStore(tmp_path)
     store.save(ChatSession("empty", ["ada"]))
     store.save(ChatSession("gone", ["ada", "zed"], [Turn("user", "Hi")]))
+    time.sleep(0.01)
     store.save(ChatSession("old", ["ada"], [Turn("user", "First chat")], created=0.0))
     time.sleep(0.01)
     store.save(ChatSession("new", ["ada", "cleo"], [Turn("user", "A long first message " * 5)]))
     (tmp_path / "broken.json").write_text("{")
     choices = session_choices(store, CAST)
-    assert [session_id for _, session_id in choices] == ["new", "old"]
+    assert [session_id for _, session_id in choices] == ["new", "old", "gone"]
     assert choices[0][0].startswith(
         "Ada Lovelace & Cleopatra · “A long first message A long first…” · ")
+    assert choices[2][0].startswith("Ada Lovelace & zed · “Hi” · ")  # zed was deleted
+    assert choices[2][0].endswith(" · read-only") and "read-only" not in choices[1][0]
     assert session_choices(None, CAST) == []
 
 
@@ -138,7 +141,7 @@ def test_the_chat_tab_streams_a_reply_piece_by_piece_then_saves_it(tmp_path):
     try:
         with gr.Blocks():
             tab = ChatTab(engine, tmp_path / "app")
-        session, chatbot, title, memory = tab.open(["ada"])
+        session, chatbot, title, memory, versions = tab.open(["ada"])
         assert chatbot.value[0]["content"] == [{"text": "Hello.", "type": "text"}]
         assert title.startswith("### Ada Lovelace")
         updates = list(tab._send("Tell me about engines.", session))
@@ -152,6 +155,7 @@ def test_the_chat_tab_streams_a_reply_piece_by_piece_then_saves_it(tmp_path):
     assert reply.role == "character" and reply.text == end_cleanly(growing[-1])  # length cap
     assert shown[-1][-1]["content"] == reply.text and updates[-1][0] == ""
     assert engine.sessions.load(session.id) == session and memory == MEMORY_OFF
+    assert versions == "" and updates[-1][5] == ""  # one version of the reply
 
 
 class RecordingDemo:

@@ -16,6 +16,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,12 +27,13 @@ from neeko_app.chat.engine import ChatEngine, ContextLimits
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.scheduler import BatchScheduler
 from neeko_app.chat.session import SessionStore
-from neeko_app.config import PROJECT_ROOT
+from neeko_app.config import PROJECT_ROOT, Settings
 from neeko_app.memory import MemoryStore
 from neeko_app.memory.knowledge import index_characters
-from neeko_app.runtime import load_runtime
+from neeko_app.runtime import Runtime, load_runtime
 from neeko_app.ui.app import build_app, launch
 from tests.test_memory import free_port
+from tests.test_tavern_cards import FERRYMAN_TRAITS, card_png, ferryman
 from tests.test_ui_reports import write_fake_report
 from tests.tiny_characters import make_tiny_runtime
 
@@ -79,11 +81,21 @@ def app(tmp_path_factory) -> Iterator[tuple[str, ChatEngine]]:
     index_characters(memory, runtime.characters.values())
     # no stop tokens: a random model's reply could otherwise end before its first word
     scheduler = BatchScheduler(runtime.model, runtime.base.tokenizer, stop_ids=[])
-    engine = ChatEngine(runtime, memory, DECODING, sessions=SessionStore(root / "sessions"),
-                        limits=ContextLimits(context_tokens=1024, max_reply_tokens=32),
-                        scheduler=scheduler)
     settings = dataclasses.replace(runtime.settings, reports_dir=root / "reports")
     write_fake_report(settings.reports_dir / "tiny-run")
+    with served(runtime, memory, scheduler, settings, root / "sessions") as (url, engine):
+        yield url, engine
+
+
+@contextmanager
+def served(runtime: Runtime, memory: MemoryStore, scheduler: BatchScheduler,
+           settings: Settings, sessions_dir: Path, decoding: DecodingSettings = DECODING
+           ) -> Iterator[tuple[str, ChatEngine]]:
+    """The web app on a free port with short tiny-model replies: (URL, its engine); closed
+    afterwards."""
+    engine = ChatEngine(runtime, memory, decoding, sessions=SessionStore(sessions_dir),
+                        limits=ContextLimits(context_tokens=1024, max_reply_tokens=32),
+                        scheduler=scheduler)
     demo = build_app(engine, settings)
     port = free_port()
     launch(demo, settings, "127.0.0.1", port, block=False)
@@ -272,6 +284,25 @@ def test_wizard_adds_a_png_card_by_fusion_with_its_lorebook(page, app, tmp_path,
     expect(page.locator("#memory")).to_contain_text("lore")
     expect(page.locator("#memory")).to_contain_text("132 steps")
     expect(page.locator("#picker")).to_contain_text("Mira Vance")
+
+
+def test_wizard_shows_a_real_shaped_cards_profile_and_makes_its_picture_the_avatar(
+        page, app, tmp_path):
+    card = tmp_path / "corvin.png"
+    card.write_bytes(card_png(ferryman()))
+    page.get_by_role("tab", name="Add character").click()
+    upload(page, "#card-file", card)
+    page.locator("#read").click()
+    expect(page.locator("#read-notes")).to_contain_text("2 example conversations (2 from the card)")
+    expect(page.locator("#field-description textarea")).to_have_value(FERRYMAN_TRAITS)
+    expect(page.locator("#profile textarea")).to_have_value(
+        re.compile(r"^\[Corvin Ashdown's Personality= .*river Marrow\.\]$", re.DOTALL))
+    portrait = page.locator("#portrait img")
+    wait_until(lambda: portrait.evaluate("img => img.naturalHeight") == 512, "the portrait")
+    page.locator("#add").click()
+    expect(page.locator("#add-status")).to_contain_text("Corvin Ashdown was added")
+    avatar = page.locator("#picker tr", has_text="Corvin Ashdown").locator("img")
+    expect(avatar).to_have_attribute("src", re.compile(r"/corvin-ashdown-[0-9a-f]{16}\.png$"))
 
 
 def read_profile_and_transcript(page, tmp_path: Path, name: str, conversations: int) -> None:

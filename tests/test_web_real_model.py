@@ -10,6 +10,9 @@ when set: that is how the README's assets/screenshots/chat-real-model.png is ref
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -32,8 +35,10 @@ from tests.test_web_e2e import (  # noqa: F401  (browser and screenshots are fix
 pytestmark = pytest.mark.real_model
 
 
-def test_the_real_model_streams_an_in_character_reply_in_the_browser(
-        browser, screenshots, tmp_path):  # noqa: F811
+@contextmanager
+def serving_real_model(tmp_path: Path) -> Iterator[tuple[str, SessionStore, str]]:
+    """`neeko serve` on the real model (memory and sessions under `tmp_path`), 60-token
+    replies: (URL, its session store, the page's text once it answers); stopped afterwards."""
     port = free_port()
     sessions = SessionStore(tmp_path / "sessions")
     env = os.environ | {"NEEKO_SESSIONS_DIR": str(sessions.directory)}
@@ -42,7 +47,16 @@ def test_the_real_model_streams_an_in_character_reply_in_the_browser(
                                     str(tmp_path / "memory"), "--max-new-tokens", "60"], env, log)
     try:
         url = f"http://127.0.0.1:{port}/"
-        assert "Neeko: role-play chat" in wait_for_page(server, url, timeout_s=600, log=log)
+        yield url, sessions, wait_for_page(server, url, timeout_s=600, log=log)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def test_the_real_model_streams_an_in_character_reply_in_the_browser(
+        browser, screenshots, tmp_path):  # noqa: F811
+    with serving_real_model(tmp_path) as (url, sessions, page_text):
+        assert "Neeko: role-play chat" in page_text
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.set_default_timeout(TIMEOUT_MS)
         page.goto(url)
@@ -61,6 +75,3 @@ def test_the_real_model_streams_an_in_character_reply_in_the_browser(
         page.screenshot(path=str(screenshots / "chat-real-model.png"))
         print("Beethoven:", reply)
         page.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=60)

@@ -13,6 +13,8 @@ from neeko_app.serving.errors import error_response
 
 log = logging.getLogger(__name__)
 
+UNKNOWN_FIELD = "unrecognized field (the README's API section lists the fields this server takes)"
+
 
 class ApiError(Exception):
     """An error answered to the client with `status` and a message it can act on."""
@@ -26,7 +28,9 @@ def _validation_message(error: RequestValidationError) -> str:
     problems = []
     for item in error.errors()[:3]:
         where = ".".join(str(part) for part in item.get("loc", ())[1:])
-        problems.append(f"{where}: {item.get('msg')}" if where else str(item.get("msg")))
+        message = (UNKNOWN_FIELD if item.get("type") == "extra_forbidden"
+                   else str(item.get("msg")))
+        problems.append(f"{where}: {message}" if where else message)
     return "invalid request: " + "; ".join(problems)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from neeko_app.api.errors import ApiError
 from neeko_app.chat.prompt import Turn
@@ -25,52 +25,94 @@ class ContentPart(BaseModel):
 class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[ContentPart] | None = None
+    name: str | None = None  # who speaks: shown to the model as "name: text"
 
-    def text(self) -> str:
-        """The message's text (the text parts of a multi-part message, joined)."""
+    def text(self, number: int) -> str:
+        """The message's text (a multi-part message's text parts, joined), after its
+        speaker's name if it has one; ApiError for a part that is not text (message
+        `number`)."""
         if isinstance(self.content, list):
-            return "\n".join(part.text or "" for part in self.content if part.type == "text")
-        return self.content or ""
+            other = [part.type for part in self.content if part.type != "text"]
+            if other:
+                raise ApiError(400, f"message {number} has a {other[0]!r} part: the characters "
+                                    "read text only", "unsupported_content")
+            text = "\n".join(part.text or "" for part in self.content)
+        else:
+            text = self.content or ""
+        return f"{self.name}: {text}" if self.name and text.strip() else text
 
 
 class StreamOptions(BaseModel):
     include_usage: bool = False
+    include_obfuscation: bool | None = None  # ignored: the chunks carry no padding to hide
 
 
-class ChatCompletionRequest(BaseModel):
-    """The fields of `POST /v1/chat/completions` this server understands (others ignored)."""
+class BaseRequest(BaseModel):
+    """What both endpoints take: the character, streaming, the reply's length and sampling.
+    A field this server does not know is refused (as OpenAI refuses one), so that nothing
+    a client asks for is silently left out."""
+
+    model_config = ConfigDict(extra="forbid")
 
     model: str
-    messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
+    stream: bool | None = False
     stream_options: StreamOptions | None = None
     max_tokens: StrictInt | None = None
     max_completion_tokens: StrictInt | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    n: StrictInt = 1
+    top_p: float | None = Field(default=None, ge=0, le=1)  # 0: the likeliest token only
+    top_k: StrictInt | None = Field(default=None, ge=-1)  # vLLM's; -1 or 0: no limit
+    n: StrictInt | None = None  # only 1 (or none) is served
     seed: Seed | None = None
+    stop: str | list[str] | None = None
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    repetition_penalty: float | None = Field(default=None, gt=0, le=10)  # vLLM's
+    no_repeat_ngram_size: StrictInt | None = Field(default=None, ge=0, le=64)  # ours
+    logit_bias: dict[str, float] | None = None  # refused unless empty
     user: str | None = None
 
 
-class CompletionRequest(BaseModel):
+class ChatCompletionRequest(BaseRequest):
+    """`POST /v1/chat/completions`; `fields.refuse_unsupported` refuses what it cannot
+    honour, and the README lists the fields accepted without effect."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    # refused when they ask for something (see `fields.REFUSED`)
+    logprobs: bool | None = None
+    top_logprobs: StrictInt | None = None
+    tools: list[dict] | None = None
+    tool_choice: str | dict | None = None
+    functions: list[dict] | None = None
+    function_call: str | dict | None = None
+    response_format: dict | None = None
+    modalities: list[str] | None = None
+    audio: dict | None = None
+    web_search_options: dict | None = None
+    verbosity: str | None = None
+    # accepted without effect (the README says why)
+    parallel_tool_calls: bool | None = None
+    reasoning_effort: str | None = None
+    metadata: dict | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: str | None = None
+    safety_identifier: str | None = None
+    prediction: dict | None = None
+
+
+class CompletionRequest(BaseRequest):
     """`POST /v1/completions`: a raw prompt (text or token ids) continued by a character's
     block, the way vLLM serves a LoRA adapter (the app's remote backend sends these)."""
 
-    model: str
     prompt: str | list[int] = Field(min_length=1)
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    max_tokens: StrictInt | None = None
-    max_completion_tokens: StrictInt | None = None  # as in chat completions
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    n: StrictInt = 1
-    seed: Seed | None = None
-    # vLLM's extra sampling fields
-    stop_token_ids: list[int] | None = None
-    repetition_penalty: float | None = Field(default=None, gt=0, le=10)
-    no_repeat_ngram_size: int | None = Field(default=None, ge=0, le=64)  # ours; vLLM ignores
+    stop_token_ids: list[int] | None = None  # vLLM's
+    # refused when they ask for something (see `fields.REFUSED`)
+    logprobs: StrictInt | None = None
+    echo: bool | None = None
+    best_of: StrictInt | None = None
+    suffix: str | None = None
 
 
 def conversation(messages: list[ChatMessage]) -> tuple[str, list[Turn]]:
@@ -78,7 +120,7 @@ def conversation(messages: list[ChatMessage]) -> tuple[str, list[Turn]]:
     joined; assistant messages before the first user message (a greeting) are left out."""
     instructions, turns = [], []
     for number, message in enumerate(messages, start=1):
-        text = message.text().strip()
+        text = message.text(number).strip()
         if message.role in INSTRUCTION_ROLES:
             instructions.append(text)
             continue

@@ -10,6 +10,8 @@ engine's batching scheduler (concurrent requests share forward passes).
     GET  /health                `{"status": "ok", "in_flight": N}`: N replies waiting or being
                                 generated (no API key needed; it tells nothing else)
 
+Each request field is honoured, refused with a 400 (`fields.refuse_unsupported`, and any
+field not in the schemas), or accepted without effect (the README lists those and why).
 Memory is keyed by the `X-Session-Id` header, else the request's `user` field. A chat
 completion's `X-Neeko-Recalled-Turns` header lists the earlier turns memory recalled.
 """
@@ -22,7 +24,6 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Annotated
 
 import uvicorn
@@ -30,6 +31,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from neeko_app.api.errors import ApiError, install_error_handlers
+from neeko_app.api.fields import decoding, refuse_unsupported
 from neeko_app.api.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -44,7 +46,6 @@ from neeko_app.api.schemas import (
     usage,
 )
 from neeko_app.chat.engine import ChatEngine
-from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.reply import Reply
 from neeko_app.chat.scheduler import TokenStream
 from neeko_app.chat.token_bounds import too_long
@@ -116,13 +117,12 @@ def create_app(engine: ChatEngine, api_key: str | None = None,
         x_session_id: Annotated[str | None, Header()] = None,
     ):
         character = known(request.model)
-        if request.n != 1:
-            raise ApiError(400, "only n=1 is supported", "invalid_n")
+        refuse_unsupported(request)
         instructions, turns = conversation(request.messages)
         session_id = _session_id(x_session_id or request.user)
-        decoding = _decoding(engine, request)
+        settings = decoding(engine, request)
         try:
-            reply = engine.reply(character, turns, session_id, decoding, instructions)
+            reply = engine.reply(character, turns, session_id, settings, instructions)
         except ValueError as err:
             raise ApiError(400, str(err), "context_length_exceeded") from None
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
@@ -140,8 +140,7 @@ def create_app(engine: ChatEngine, api_key: str | None = None,
     @router.post("/completions")
     def completions(request: CompletionRequest):
         character = known(request.model)
-        if request.n != 1:
-            raise ApiError(400, "only n=1 is supported", "invalid_n")
+        refuse_unsupported(request)
         if isinstance(request.prompt, str) and too_long(request.prompt, engine.context_tokens,
                                                         engine.max_chars_per_token):
             raise ApiError(400, f"the prompt ({len(request.prompt)} characters) is longer than "
@@ -153,12 +152,9 @@ def create_app(engine: ChatEngine, api_key: str | None = None,
         if not all(0 <= i < vocabulary for i in [*prompt_ids, *(request.stop_token_ids or [])]):
             raise ApiError(400, f"token ids must be between 0 and {vocabulary - 1}",
                            "invalid_token_id")
-        decoding = replace(_decoding(engine, request), **{
-            k: v for k, v in {"repetition_penalty": request.repetition_penalty,
-                              "no_repeat_ngram_size": request.no_repeat_ngram_size}.items()
-            if v is not None})
         try:
-            stream = engine.complete(character, prompt_ids, decoding, request.stop_token_ids)
+            stream = engine.complete(character, prompt_ids, decoding(engine, request),
+                                     request.stop_token_ids)
         except ValueError as err:
             raise ApiError(400, str(err), "context_length_exceeded") from None
         completion_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
@@ -183,21 +179,6 @@ def _session_id(value: str | None) -> str | None:
         return validate_session_id(value)
     except ValueError as err:
         raise ApiError(400, str(err), "invalid_session_id") from None
-
-
-def _decoding(engine: ChatEngine, request: ChatCompletionRequest | CompletionRequest
-              ) -> DecodingSettings:
-    """The engine's decoding settings with the request's choices; `max_tokens` is refused
-    when absurd (< 1 or beyond the context) and clamped to the engine's reply limit."""
-    asked = (request.max_completion_tokens if request.max_completion_tokens is not None
-             else request.max_tokens)
-    if asked is not None and not 1 <= asked <= engine.context_tokens:
-        raise ApiError(400, f"max_tokens must be between 1 and {engine.context_tokens} "
-                            f"(the context size), got {asked}", "invalid_max_tokens")
-    overrides = {"max_new_tokens": None if asked is None else min(asked, engine.max_reply_tokens),
-                 "temperature": request.temperature, "top_p": request.top_p,
-                 "seed": request.seed}
-    return replace(engine.decoding, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def _text_events(stream: TokenStream, completion_id: str, created: int, model: str,

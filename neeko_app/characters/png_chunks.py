@@ -49,6 +49,13 @@ def write_card_chunks(image_png: bytes, cards: dict[str, dict]) -> bytes:
     return PNG_MAGIC + b"".join(_encode_chunk(kind, body) for kind, body in chunks)
 
 
+def without_text_chunks(data: bytes) -> bytes:
+    """`data`, a PNG, without its text chunks (card or other): the picture alone."""
+    chunks = [(kind, body) for kind, body in _read_chunks(data)
+              if _text_keyword(kind, body) is None]
+    return PNG_MAGIC + b"".join(_encode_chunk(kind, body) for kind, body in chunks)
+
+
 def _read_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
     """(type, body) of each chunk up to IEND, checking lengths and CRCs."""
     if not data.startswith(PNG_MAGIC):

@@ -26,12 +26,22 @@ from neeko_app.characters.card import (
     character_from_dict,
     validate_slug,
 )
+from neeko_app.characters.card_text import (
+    attribute,
+    example_dialogues,
+    example_lines,
+    first_sentence,
+    replace_macros,
+    split_examples,
+    summary_line,
+)
 from neeko_app.characters.png_chunks import (
     MAX_CARD_BYTES,
     PNG_MAGIC,
     read_card_json,
     write_card_chunks,
 )
+from neeko_app.characters.portrait import card_portrait
 
 MAX_JSON_DEPTH = 64
 SPECS = ("chara_card_v2", "chara_card_v3")
@@ -43,10 +53,6 @@ IGNORED_FIELDS = ("system_prompt", "post_history_instructions")
 _TRANSLIT = str.maketrans({"ß": "ss", "æ": "ae", "Æ": "AE", "ø": "o", "Ø": "O", "œ": "oe",
                            "Œ": "OE", "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "þ": "th",
                            "Þ": "TH", "ı": "i"})
-_MACRO = re.compile(r"\{\{\s*(char|user)\s*\}\}(['’]s)?|<(bot|user)>(['’]s)?", re.IGNORECASE)
-_SPEAKER = re.compile(r"^(\{\{\s*(?:char|user)\s*\}\}|<(?:bot|user)>)\s*:\s*", re.IGNORECASE)
-_START = re.compile(r"^\s*<start>\s*$", re.IGNORECASE | re.MULTILINE)
-_SENTENCE = re.compile(r"(.+?[.!?])(?:\s|$)")
 
 
 @dataclass(frozen=True)
@@ -60,10 +66,18 @@ class LoreEntry:
 
 @dataclass
 class ParsedCard:
-    """An imported card: the Character plus what our card format has no field for."""
+    """An imported card: the Character plus what `character.json` has no field for.
+
+    `profile` is the card's description without its example blocks ('' when it says no more
+    than the one-line description); `dialogues` are its example chats as dialogues.jsonl
+    records; `portrait` is the picture of a PNG card, ready to be the avatar.
+    """
 
     character: Character
     spec: str
+    profile: str = ""
+    dialogues: list[dict] = field(default_factory=list)
+    portrait: bytes | None = None
     lorebook: list[LoreEntry] = field(default_factory=list)
     alternate_greetings: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -80,9 +94,15 @@ def parse_card_bytes(data: bytes, filename: str) -> ParsedCard:
                 f"file is too large ({len(data)} bytes; a card may have at most {MAX_CARD_BYTES})")
         card = _load_json(_card_payload(bytes(data)))
         spec, fields = _card_fields(card)
-        return _build(spec, fields)
+        parsed = _build(spec, fields)
     except CharacterError as err:
         raise CharacterError(f"{filename}: {err}") from None
+    if data.startswith(PNG_MAGIC):
+        try:
+            parsed.portrait = card_portrait(bytes(data))
+        except CharacterError as err:
+            parsed.warnings.append(f"{err}; the character gets a lettered circle instead")
+    return parsed
 
 
 def slugify(name: str) -> str:
@@ -153,29 +173,43 @@ def _card_fields(card: dict) -> tuple[str, dict]:
 
 
 def _build(spec: str, fields: dict) -> ParsedCard:
-    """Map card fields onto a Character, filling what the card lacks (noted in warnings)."""
+    """Map card fields onto a Character, filling what the card lacks (noted in warnings).
+
+    A foreign card's description becomes the profile, and the Character's description a
+    line derived from it (card_text.summary_line); a card we exported keeps its description.
+    """
     name = " ".join(_text(fields, "name").split())
     if not name:
         raise CharacterError("card has no name")
     shown = _text(fields, "nickname") or name  # V3: {{char}} stands for the nickname if given
     warnings: list[str] = []
-    alternates = [_macros(g, shown) for g in _strings(fields, "alternate_greetings")]
+    alternates = [replace_macros(g, shown) for g in _strings(fields, "alternate_greetings")]
+    prose, examples = split_examples(_text(fields, "description"), name)
+    examples += "\n<START>\n" + _text(fields, "mes_example")
+    profile = replace_macros(prose, shown)
+    personality = replace_macros(_text(fields, "personality"), shown)
+    scenario = attribute(profile, "scenario")  # W++/PList cards may give it in the description
+    extras = _neeko_extras(fields)
+    description = profile if extras is not None else summary_line(
+        [name, shown], replace_macros(_text(fields, "creator_notes"), shown), profile,
+        personality)
     record = {
         "name": name,
-        "description": _macros(_text(fields, "description"), shown),
-        "personality": _macros(_text(fields, "personality"), shown),
-        "scenario": _macros(_text(fields, "scenario"), shown),
-        "greeting": _macros(_text(fields, "first_mes"), shown),
-        "example_lines": [_macros(line, shown)
-                          for line in _example_lines(_text(fields, "mes_example"), name)],
+        "description": description,
+        "personality": personality,
+        "scenario": replace_macros(_text(fields, "scenario"), shown) or scenario,
+        "greeting": replace_macros(_text(fields, "first_mes"), shown),
+        "example_lines": [replace_macros(line, shown) for line in example_lines(examples, name)],
         "tags": _strings(fields, "tags"),
         "source": _source(spec, _text(fields, "creator")),
-        **_neeko_extras(fields),
+        **(extras or {}),
     }
     record["slug"] = _slug(record.pop("slug", ""), name, warnings)
     _fill_defaults(record, alternates, warnings)
     warnings += [f"{key} is not imported" for key in IGNORED_FIELDS if _text(fields, key)]
     return ParsedCard(character=character_from_dict(record), spec=spec,
+                      profile="" if profile == description else profile,
+                      dialogues=example_dialogues(examples, name, shown),
                       lorebook=_lorebook(fields, shown), alternate_greetings=alternates,
                       warnings=warnings)
 
@@ -211,69 +245,18 @@ def _bounded(value: str, label: str) -> str:
     return value.replace("\r\n", "\n").strip()
 
 
-def _macros(text: str, name: str) -> str:
-    """Replace {{char}}/<BOT> with the name and {{user}}/<USER> with "you" ("your" for 's)."""
-    def swap(match: re.Match) -> str:
-        who = (match.group(1) or match.group(3)).lower()
-        possessive = match.group(2) or match.group(4)
-        if who in ("char", "bot"):
-            return name + (possessive or "")
-        word = "your" if possessive else "you"
-        before = match.string[:match.start()].rstrip()
-        return word.capitalize() if not before or before[-1] in ".!?\"*" else word
-    return _MACRO.sub(swap, text)
-
-
-def _example_lines(mes_example: str, name: str) -> list[str]:
-    """The character's lines from `mes_example`: `{{char}}:` turns of each `<START>` block.
-
-    A block without any speaker tags counts as one line.
-    """
-    lines: list[str] = []
-    for block in _START.split(mes_example):
-        turns = _turns(block, name)
-        lines += [text for who, text in turns if who == "char" or (who is None and len(turns) == 1)]
-    return [line for line in lines if line]
-
-
-def _turns(block: str, name: str) -> list[tuple[str | None, str]]:
-    """(speaker, text) turns of one example block; untagged lines continue the previous turn."""
-    turns: list[tuple[str | None, str]] = []
-    for raw in block.splitlines():
-        line = raw.strip()
-        if not line:
-            continue
-        who, text = _speaker(line, name)
-        if who or not turns:
-            turns.append((who, text))
-        else:
-            turns[-1] = (turns[-1][0], f"{turns[-1][1]} {line}")
-    return turns
-
-
-def _speaker(line: str, name: str) -> tuple[str | None, str]:
-    """("char" / "user" / None, rest of the line) for an example line."""
-    match = _SPEAKER.match(line)
-    if match:
-        tag = match.group(1).lower()
-        return ("char" if "char" in tag or "bot" in tag else "user"), line[match.end():].strip()
-    if line.startswith(f"{name}:"):
-        return "char", line[len(name) + 1:].strip()
-    return None, line
-
-
 def _source(spec: str, creator: str) -> str:
     """Where an imported character comes from."""
     source = f"Imported from a Tavern card (spec {spec})"
     return f"{source}, by {creator}" if creator else source
 
 
-def _neeko_extras(fields: dict) -> dict[str, str]:
-    """Our own fields, kept in `extensions.neeko` by card_to_json (absent in foreign cards)."""
+def _neeko_extras(fields: dict) -> dict[str, str] | None:
+    """Our own fields, kept in `extensions.neeko` by card_to_json; None for a foreign card."""
     extensions = fields.get("extensions")
     extras = extensions.get(NEEKO_EXTENSION) if isinstance(extensions, dict) else None
     if not isinstance(extras, dict):
-        return {}
+        return None
     where = f"extensions.{NEEKO_EXTENSION}"
     return {key: _text(extras, key, where) for key in NEEKO_FIELDS if extras.get(key)}
 
@@ -294,7 +277,7 @@ def _fill_defaults(record: dict, alternates: list[str], warnings: list[str]) -> 
     if not record["description"]:
         record["description"] = f"{name}, imported from a Tavern card without a description."
         warnings.append("description was missing; filled with a default")
-    summary = _first_sentence(record["description"])
+    summary = first_sentence(record["description"], limit=200)
     defaults = {
         "personality": f"{name} acts as described: {summary}",
         "scenario": f"You are talking with {name}. {summary}",
@@ -304,14 +287,6 @@ def _fill_defaults(record: dict, alternates: list[str], warnings: list[str]) -> 
         if not record[key]:
             record[key] = default
             warnings.append(f"{key} was missing; filled with a default")
-
-
-def _first_sentence(text: str, limit: int = 200) -> str:
-    """The first sentence of `text` on one line, at most `limit` characters."""
-    flat = " ".join(text.split())
-    match = _SENTENCE.match(flat)
-    sentence = match.group(1) if match else flat
-    return sentence if len(sentence) <= limit else sentence[:limit - 1].rstrip() + "…"
 
 
 def _lorebook(fields: dict, name: str) -> list[LoreEntry]:
@@ -326,7 +301,7 @@ def _lorebook(fields: dict, name: str) -> list[LoreEntry]:
         where = f"character_book.entries[{i}]"
         if not isinstance(entry, dict):
             raise CharacterError(f"{where} must be an object")
-        content = _macros(_text(entry, "content", where), name)
+        content = replace_macros(_text(entry, "content", where), name)
         if entry.get("enabled") is False or not content:
             continue
         title = _text(entry, "name", where) or _text(entry, "comment", where)

@@ -36,8 +36,27 @@ def nucleus(probs: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tens
     return ids[:keep], top[:keep]
 
 
+def stop_position(text: str, stop_strings: Sequence[str]) -> int | None:
+    """Where the first stop string in `text` begins (None: there is none)."""
+    found = [at for stop in stop_strings if (at := text.find(stop)) >= 0]
+    return min(found, default=None)
+
+
+def held_back(text: str, stop_strings: Sequence[str]) -> int:
+    """How many characters at the end of `text` could be the start of a stop string: they
+    wait until the next tokens tell whether the stop string comes."""
+    longest = 0
+    for stop in stop_strings:
+        for size in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:size]):
+                longest = size
+                break
+    return longest
+
+
 class RowDecoder:
-    """Token choice and incremental text for one request of a batch."""
+    """Token choice and incremental text for one request of a batch; the text ends before
+    the first of the settings' stop strings, which ends the row ("stop")."""
 
     def __init__(self, tokenizer, prompt_ids: Sequence[int], settings: DecodingSettings,
                  stop_ids: Sequence[int], quotable: Sequence[int] = ()) -> None:
@@ -49,6 +68,7 @@ class RowDecoder:
         self.processors = settings.logits_processors(prompt_ids, tokenizer, quotable)
         self.generator = (torch.Generator().manual_seed(settings.seed)
                           if settings.seed is not None else None)
+        self.text = ""  # the reply so far, up to a stop string
         self.emitted = ""
         self.finish_reason: str | None = None
 
@@ -65,18 +85,25 @@ class RowDecoder:
             return token
         self.sequence = torch.cat([self.sequence, torch.tensor([[token]])], dim=1)
         self.generated.append(token)
-        if len(self.generated) >= self.settings.max_new_tokens:
+        self.text = self.tokenizer.decode(self.generated, skip_special_tokens=True)
+        cut = stop_position(self.text, self.settings.stop_strings)
+        if cut is not None:
+            self.text, self.finish_reason = self.text[:cut], "stop"
+        elif len(self.generated) >= self.settings.max_new_tokens:
             self.finish_reason = "length"
         return token
 
     def new_text(self) -> str:
-        """Text not yet handed out; a trailing partial character waits for its next bytes
-        unless the row has finished."""
-        text = self.tokenizer.decode(self.generated, skip_special_tokens=True)
+        """Text not yet handed out. Until the row finishes, a trailing partial character
+        waits for its next bytes, and a tail that may begin a stop string waits to see
+        whether it does."""
+        text = self.text
+        if self.finish_reason is None:
+            if text.endswith(REPLACEMENT):
+                return ""
+            text = text[:len(text) - held_back(text, self.settings.stop_strings)]
         if not text.startswith(self.emitted):
             return ""  # an earlier piece decoded differently in context: keep what was sent
-        if text.endswith(REPLACEMENT) and self.finish_reason is None:
-            return ""
         piece = text[len(self.emitted):]
         self.emitted = text
         return piece

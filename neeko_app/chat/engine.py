@@ -4,11 +4,14 @@ Flow of one reply: the character's header + what memory retrieves + the recent h
 that fits the context budget make the prompt (`context.assemble_prompt`); the scheduler
 generates it in a batch with whatever other requests are waiting, under the character's
 gate row; the finished exchange is stored back in memory. Session operations (send,
-regenerate, undo, edit, reset, group scenes) keep the saved transcript in step.
+regenerate with earlier versions kept, continue, undo, edit, rewrite, reset, group scenes)
+keep the saved transcript and memory in step; a session whose character was deleted is
+read-only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -23,7 +26,9 @@ from neeko_app.chat.context import (
 )
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.group import next_speakers, perspective
+from neeko_app.chat.persona import Persona
 from neeko_app.chat.prompt import Turn, character_header
+from neeko_app.chat.remembered import sync_memory
 from neeko_app.chat.reply import Reply
 from neeko_app.chat.scheduler import (
     BatchScheduler,
@@ -32,7 +37,7 @@ from neeko_app.chat.scheduler import (
     TokenStream,
     gate_row,
 )
-from neeko_app.chat.session import ChatSession, SessionError, SessionStore
+from neeko_app.chat.session import ChatSession, SessionError, SessionStore, Versions
 from neeko_app.chat.token_bounds import max_chars_per_token
 from neeko_app.chat.writing_systems import systems_of_tokens
 from neeko_app.memory import MemoryStore
@@ -49,6 +54,7 @@ class ContextLimits:
     memory_tokens: int = 384  # kept free in the prompt for retrieved memory
     knowledge_k: int = 3
     recall_k: int = 3
+    recall_within: float = 0.15  # recall only exchanges this close to the best one (cosine)
     max_reply_tokens: int = 512  # the most new tokens one request may ask (<= half the context)
 
 
@@ -84,6 +90,7 @@ class ChatEngine:
         if self.decoding.script_guard:  # index the vocabulary now, not at the first reply
             systems_of_tokens(self.tokenizer)
         self._gate_rows: dict[tuple[str, int], GateRow] = {}
+        self.persona = Persona()  # who the user is in sessions (the API's replies ignore it)
 
     def close(self) -> None:
         """Stop the scheduler's worker."""
@@ -106,26 +113,30 @@ class ChatEngine:
 
     def replies(self, drafts: Sequence[tuple[str, Sequence[Turn]]],
                 session_id: str | None = None, decoding: DecodingSettings | None = None,
-                instructions: str = "") -> list[Reply]:
+                instructions: str = "", persona: Persona | None = None) -> list[Reply]:
         """Start several replies at once (same batch): one per (character, turns)."""
         decoding = decoding or self.decoding
-        prepared = [(slug, list(turns), self.prepare(slug, turns, session_id,
-                                                     decoding.max_new_tokens, instructions))
-                    for slug, turns in drafts]
+        replies = self._start([(slug, self.prepare(slug, turns, session_id,
+                                                   decoding.max_new_tokens, instructions,
+                                                   persona))
+                               for slug, turns in drafts], decoding)
+        if session_id is not None and self.memory is not None:
+            for (_, turns), reply in zip(drafts, replies, strict=True):
+                reply.on_done.append(self._remembering(session_id, list(turns)))
+        return replies
+
+    def _start(self, prepared: Sequence[tuple[str, AssembledPrompt]],
+               decoding: DecodingSettings, lead: str = "") -> list[Reply]:
+        """Submit prepared prompts to the scheduler together (`lead`: see `Reply`)."""
         streams = self.scheduler.submit_many([
             GenerationRequest(tuple(self.tokenizer(prompt.text, add_special_tokens=False)
                                     .input_ids), self._gate_row(slug), decoding,
                               self.adapter_name(slug),
                               quotable=quotable_ids(self.tokenizer, self.runtime.character(
                                   slug).name, prompt.context))
-            for slug, _, prompt in prepared])
-        replies = []
-        for (slug, turns, prompt), stream in zip(prepared, streams, strict=True):
-            reply = Reply(slug, prompt, len(stream.request.prompt_ids), stream)
-            if session_id is not None and self.memory is not None:
-                reply.on_done.append(self._remembering(session_id, turns))
-            replies.append(reply)
-        return replies
+            for slug, prompt in prepared])
+        return [Reply(slug, prompt, len(stream.request.prompt_ids), stream, lead)
+                for (slug, prompt), stream in zip(prepared, streams, strict=True)]
 
     def complete(self, character: str, prompt_ids: Sequence[int],
                  decoding: DecodingSettings | None = None,
@@ -159,21 +170,24 @@ class ChatEngine:
         return names[max(zip(weights, indices, strict=True))[1]]
 
     def prepare(self, character: str, turns: Sequence[Turn], session_id: str | None = None,
-                max_new_tokens: int | None = None, instructions: str = "") -> AssembledPrompt:
-        """The prompt for `character`'s next reply, with room left for `max_new_tokens`."""
+                max_new_tokens: int | None = None, instructions: str = "",
+                persona: Persona | None = None, lead: str = "") -> AssembledPrompt:
+        """The prompt for `character`'s next reply, with room left for `max_new_tokens`;
+        with `lead`, the reply starts with that text (a reply being continued)."""
         who = self.runtime.character(character)
         reply_tokens = max_new_tokens or self.decoding.max_new_tokens
-        budget = self.context_tokens - reply_tokens
         self._check_reply_tokens(reply_tokens)
-        header = character_header(who)
+        budget = self.context_tokens - reply_tokens - (self.count_tokens(lead) if lead else 0)
+        header = character_header(who, persona)
         if instructions.strip():
             header = f"{header}\n\n{instructions.strip()}"
         query = turns[-1].text if turns else ""
-        return assemble_prompt(header, who.name, turns,
-                               self._retriever(character, session_id, query),
-                               self.count_tokens, budget,
-                               min(self.limits.memory_tokens, budget // 2),
-                               self.max_chars_per_token)
+        prompt = assemble_prompt(header, who.name, turns,
+                                 self._retriever(character, session_id, query),
+                                 self.count_tokens, budget,
+                                 min(self.limits.memory_tokens, max(budget, 0) // 2),
+                                 self.max_chars_per_token)
+        return dataclasses.replace(prompt, text=prompt.text + lead) if lead else prompt
 
     # ---- sessions -----------------------------------------------------------------------
 
@@ -194,6 +208,7 @@ class ChatEngine:
              decoding: DecodingSettings | None = None) -> list[Reply]:
         """Add the user's message and start the replies: `speakers`, else those it names,
         else the next character in turn (always the only one in a one-to-one chat)."""
+        self.check_writable(session)
         session.add_user(message)
         try:
             return self._draft(session, speakers, decoding)
@@ -203,26 +218,78 @@ class ChatEngine:
 
     def regenerate(self, session: ChatSession,
                    decoding: DecodingSettings | None = None) -> list[Reply]:
-        """Drop the replies to the last message and draft them again (same speakers)."""
+        """Draft the replies to the last message again (same speakers). The replies they
+        replace stay as earlier versions of them (`show_version` brings one back)."""
+        self.check_writable(session)
+        earlier = session.last_replies()
         speakers = session.drop_replies()
         self._forget_after(session)
-        return self._draft(session, speakers or None, decoding)
+        return self._draft(session, speakers or None, decoding, earlier)
+
+    def continue_reply(self, session: ChatSession,
+                       decoding: DecodingSettings | None = None) -> Reply:
+        """Go on with the last reply where it ended (cut off by the length cap, or stopped):
+        the new text is appended to the same message. A trailing "…" that marked the cut
+        is dropped first."""
+        self.check_writable(session)
+        index = session.last_reply_index()
+        turn = session.turns[index]
+        speaker = turn.speaker or session.character
+        lead = turn.text.removesuffix("…")
+        decoding = decoding or self.decoding
+        heard = perspective(session.turns[:index], speaker, self._names(session))
+        prompt = self.prepare(speaker, heard, session.id, decoding.max_new_tokens,
+                              persona=self.persona, lead=lead)
+        [reply] = self._start([(speaker, prompt)], decoding, lead)
+        reply.on_done.append(lambda done: self._extend(session, index, lead, done))
+        return reply
+
+    def rewrite(self, session: ChatSession, index: int, text: str) -> None:
+        """Replace the text of message `index` (the user's or a character's) in place; the
+        rest of the chat stays, and memory's entry for that exchange is replaced."""
+        self.check_writable(session)
+        session.rewrite(index, text)
+        self._save_and_sync(session)
+
+    def show_version(self, session: ChatSession, index: int, number: int) -> None:
+        """Make version `number` of reply `index` the one kept, in the session and memory."""
+        self.check_writable(session)
+        session.show_version(index, number)
+        self._save_and_sync(session)
+
+    def check_writable(self, session: ChatSession) -> None:
+        """SessionError when a character of `session` was deleted: it can be read, not
+        continued."""
+        gone = [slug for slug in session.characters if slug not in self.runtime.characters]
+        if gone:
+            raise SessionError(f"{', '.join(gone)} was deleted: this chat can be read but no "
+                               "longer changed")
+
+    def remove_character(self, slug: str) -> None:
+        """Stop offering `slug` (its folder was moved away): its sessions become read-only
+        and its knowledge leaves memory. A block of its own stays loaded until restart."""
+        self.runtime.characters.pop(slug, None)
+        if self.memory is not None:
+            self.memory.index_character(slug, [])
 
     def edit(self, session: ChatSession, index: int, text: str,
              decoding: DecodingSettings | None = None) -> list[Reply]:
         """Rewrite user turn `index`, drop what followed it, and draft new replies."""
+        self.check_writable(session)
         session.edit(index, text)
         self._forget_after(session)
         return self._draft(session, None, decoding)
 
     def undo(self, session: ChatSession) -> None:
         """Remove the last exchange (message and replies) from the session and memory."""
+        self.check_writable(session)
         session.undo()
         self._forget_after(session)
         self._save(session)
 
     def reset(self, session: ChatSession) -> None:
         """Start the session over: empty transcript, its memories forgotten."""
+        self.check_writable(session)
         session.reset()
         if self.memory is not None:
             self.memory.forget_session(session.id)
@@ -231,8 +298,10 @@ class ChatEngine:
     # ---- internals ----------------------------------------------------------------------
 
     def _draft(self, session: ChatSession, speakers: Sequence[str] | None,
-               decoding: DecodingSettings | None) -> list[Reply]:
-        """Start the replies to the session's last message, all in one batch."""
+               decoding: DecodingSettings | None,
+               earlier: Sequence[Versions] = ()) -> list[Reply]:
+        """Start the replies to the session's last message, all in one batch; `earlier` are
+        the versions of the replies they replace, by position."""
         names = self._names(session)
         last_message = session.turns[session.last_user_index()].text
         speakers = list(speakers or next_speakers(session.turns, last_message, names))
@@ -240,17 +309,46 @@ class ChatEngine:
         if unknown:
             raise SessionError(f"{unknown} are not in this session ({session.characters})")
         replies = self.replies([(s, perspective(session.turns, s, names)) for s in speakers],
-                               session.id, decoding)
-        round_ = _Round(len(replies), lambda done: self._commit(session, done))
+                               session.id, decoding, persona=self.persona)
+        round_ = _Round(len(replies), lambda done: self._commit(session, done, earlier))
         for position, reply in enumerate(replies):
             reply.on_done.append(lambda r, position=position: round_.done(position, r))
         return replies
 
-    def _commit(self, session: ChatSession, replies: list[Reply]) -> None:
-        for reply in replies:
-            if not reply.cancelled:
-                session.add_reply(reply.character, reply.finished_text)
+    def _commit(self, session: ChatSession, replies: list[Reply],
+                earlier: Sequence[Versions]) -> None:
+        """Add the finished replies; one that gave nothing (abandoned, or stopped before its
+        first word) leaves the reply it was to replace as it was."""
+        restored = False
+        for position, reply in enumerate(replies):
+            old = earlier[position] if position < len(earlier) else None
+            if not reply.cancelled and reply.finished_text.strip():
+                session.add_reply(reply.character, reply.finished_text,
+                                  old.texts if old else None)
+            elif old is not None:
+                session.put_back(reply.character, old)
+                restored = True
+        if restored:
+            self._save_and_sync(session)
+        else:
+            self._save(session)
+
+    def _extend(self, session: ChatSession, index: int, lead: str, reply: Reply) -> None:
+        """Append a continuation to reply `index` (unless it was abandoned or is empty)."""
+        if reply.cancelled or not reply.finished_text.strip() or index >= len(session.turns):
+            return
+        session.rewrite(index, lead + reply.finished_text)
+        self._save_and_sync(session)
+
+    def _save_and_sync(self, session: ChatSession) -> None:
+        """Save the session and store again the exchanges memory holds differently."""
         self._save(session)
+        if self.memory is None:
+            return
+        try:
+            sync_memory(self.memory, session.id, session.turns, self._names(session))
+        except Exception as err:  # the saved chat counts; memory catches up at the next edit
+            log.warning("memory not brought in line with session %s: %s", session.id, err)
 
     def _forget_after(self, session: ChatSession) -> None:
         """Drop from memory every exchange that is no longer in the transcript."""
@@ -286,7 +384,8 @@ class ChatEngine:
                 knowledge = self.memory.search_knowledge(character, query,
                                                          self.limits.knowledge_k)
                 recalled = (self.memory.recall(session_id, character, query,
-                                               self.limits.recall_k, before_turn)
+                                               self.limits.recall_k, before_turn,
+                                               self.limits.recall_within)
                             if session_id is not None and before_turn > 1 else [])
             except Exception as err:  # memory is a help: a reply without it beats none
                 log.warning("memory retrieval failed, replying without it: %s", err)

@@ -12,6 +12,7 @@ from transformers.generation.logits_process import (
     NoRepeatNGramLogitsProcessor,
     RepetitionPenaltyLogitsProcessor,
     TemperatureLogitsWarper,
+    TopKLogitsWarper,
 )
 
 from neeko_app.chat.prompt import TURN_END
@@ -67,6 +68,23 @@ class NoPromptEcho(LogitsProcessor):
         return scores
 
 
+class CountPenalties(LogitsProcessor):
+    """OpenAI's frequency and presence penalties: a token used `count` times in `input_ids`
+    loses `count * frequency + presence` (presence only once it is used at all) from its
+    logit. Negative values favour repeats instead."""
+
+    def __init__(self, frequency: float, presence: float) -> None:
+        self.frequency = frequency
+        self.presence = presence
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if input_ids.shape[1] == 0:
+            return scores
+        counts = torch.zeros_like(scores).scatter_add_(
+            1, input_ids, torch.ones(input_ids.shape, dtype=scores.dtype))
+        return scores - counts * self.frequency - (counts > 0) * self.presence
+
+
 def _next_tokens(ids: list[int], lead: int) -> dict[tuple[int, ...], set[int]]:
     """For every run of `lead` tokens in `ids`, the tokens that follow it there."""
     table: dict[tuple[int, ...], set[int]] = {}
@@ -94,14 +112,23 @@ class DecodingSettings:
     no_prompt_echo: int = 8  # no run of this many prompt tokens is repeated (0: allowed)
     script_guard: bool = True  # no letters of a writing system the prompt does not use
     seed: int | None = None
+    frequency_penalty: float = 0.0  # OpenAI's, on the reply's own tokens (`CountPenalties`)
+    presence_penalty: float = 0.0  # OpenAI's, likewise
+    top_k: int = 0  # sample among this many best tokens only (0: no limit)
+    stop_strings: tuple[str, ...] = ()  # the reply ends before the first of these
 
     def penalties(self, prompt_length: int, quotable: Sequence[int] = ()) -> LogitsProcessorList:
-        """Repetition penalty and no-repeat n-grams over the tokens after `prompt_length`,
-        and no echo of the prompt's longer runs (except those of `quotable`)."""
+        """Repetition penalty, frequency and presence penalties and no-repeat n-grams over
+        the tokens after `prompt_length`, and no echo of the prompt's longer runs (except
+        those of `quotable`). The penalties stack: the repetition penalty scales a used
+        token's logit, the other two then subtract from it."""
         processors = LogitsProcessorList()
         if self.repetition_penalty != 1.0:
             processors.append(ReplyOnly(RepetitionPenaltyLogitsProcessor(self.repetition_penalty),
                                         prompt_length))
+        if self.frequency_penalty or self.presence_penalty:
+            processors.append(ReplyOnly(CountPenalties(self.frequency_penalty,
+                                                       self.presence_penalty), prompt_length))
         if self.no_repeat_ngram_size > 0:
             processors.append(ReplyOnly(NoRepeatNGramLogitsProcessor(self.no_repeat_ngram_size),
                                         prompt_length))
@@ -111,12 +138,14 @@ class DecodingSettings:
 
     def logits_processors(self, prompt_ids: Sequence[int], tokenizer,
                           quotable: Sequence[int] = ()) -> LogitsProcessorList:
-        """The penalties, the script guard and the temperature, for the scheduler's decoding
-        loop; it samples the top-p nucleus itself (`decoding.nucleus`), which is the same
-        rule as transformers' top-p warper without sorting the whole vocabulary."""
+        """The penalties, the script guard, top-k and the temperature, for the scheduler's
+        decoding loop; it samples the top-p nucleus itself (`decoding.nucleus`), which is the
+        same rule as transformers' top-p warper without sorting the whole vocabulary."""
         processors = self.penalties(len(prompt_ids), quotable)
         if self.script_guard:
             processors.append(ForeignScriptBan(tokenizer, prompt_ids))
+        if self.top_k > 0:
+            processors.append(TopKLogitsWarper(self.top_k))
         if self.temperature > 0:
             processors.append(TemperatureLogitsWarper(self.temperature))
         return processors

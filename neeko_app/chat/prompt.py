@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from neeko_app.characters.card import Character
+from neeko_app.chat.persona import Persona
 from neeko_app.chat.token_bounds import too_long
 
 BOS, TURN_START, TURN_END = "<bos>", "<start_of_turn>", "<end_of_turn>"
@@ -31,13 +32,18 @@ class Turn:
     speaker: str | None = None
 
 
-def character_header(character: Character) -> str:
-    """The short instruction that opens every conversation with `character`.
+def character_header(character: Character, persona: Persona | None = None) -> str:
+    """The short instruction that opens every conversation with `character`; with the
+    user's `persona`, its macros are filled and a line about the user follows.
 
     Kept short on purpose: training pays for it in every example (a long header was half
     the tokens), and the character's block carries the rest of who they are.
     """
-    return f"You are {character.name}: {character.description}"
+    if persona is None:
+        return f"You are {character.name}: {character.description}"
+    header = f"You are {character.name}: {persona.fill(character.description, character.name)}"
+    note = persona.prompt_note()
+    return f"{header}\n{note}" if note else header
 
 
 def render_turn(turn: Turn) -> str:

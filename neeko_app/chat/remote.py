@@ -75,10 +75,15 @@ class RemoteScheduler:
             "model": request.model, "prompt": list(request.prompt_ids), "stream": True,
             "stream_options": {"include_usage": True},
             "max_tokens": settings.max_new_tokens, "temperature": settings.temperature,
-            "top_p": settings.top_p, "repetition_penalty": settings.repetition_penalty,
+            "top_p": settings.top_p, "top_k": settings.top_k or -1,  # vLLM's "no limit"
+            "repetition_penalty": settings.repetition_penalty,
+            "frequency_penalty": settings.frequency_penalty,
+            "presence_penalty": settings.presence_penalty,
             "no_repeat_ngram_size": settings.no_repeat_ngram_size,
             "stop_token_ids": list(request.stop_ids or self.stop_ids),
         }
+        if settings.stop_strings:
+            body["stop"] = list(settings.stop_strings)
         if settings.seed is not None:
             body["seed"] = settings.seed
         return body

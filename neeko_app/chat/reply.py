@@ -38,18 +38,22 @@ class Reply:
     counts describe it, and `context` tells what memory contributed to the prompt.
 
     When reading ends (all read, or the reader stopped early: the generation is then
-    cancelled), the `on_done` hooks run once, in order; they see `cancelled`.
+    cancelled), the `on_done` hooks run once, in order; they see `cancelled`. `stop()` ends
+    the generation from elsewhere (the user's Stop button): reading then ends normally, with
+    finish reason "stopped", and the text so far is the reply.
     """
 
     def __init__(self, character: str, prompt: AssembledPrompt, prompt_tokens: int,
-                 stream: TokenStream) -> None:
+                 stream: TokenStream, lead: str = "") -> None:
         self.character = character
+        self.lead = lead  # the text a continued reply goes on from ("" for a new reply)
         self.prompt = prompt
         self.prompt_tokens = prompt_tokens
         self.on_done: list[Callable[[Reply], None]] = []
         self._stream = stream
         self._started = False
         self._stopped_early = False
+        self._stop_asked = False
 
     @property
     def context(self) -> RetrievedContext:
@@ -68,7 +72,10 @@ class Reply:
 
     @property
     def finish_reason(self) -> str | None:
-        return "cancelled" if self._stopped_early else self._stream.finish_reason
+        if self._stopped_early:
+            return "cancelled"
+        reason = self._stream.finish_reason
+        return "stopped" if reason == "cancelled" and self._stop_asked else reason
 
     @property
     def completion_tokens(self) -> int:
@@ -90,6 +97,11 @@ class Reply:
             self._run_hooks()
             raise
         self._run_hooks()
+
+    def stop(self) -> None:
+        """End the generation at the next step; the text generated so far is kept."""
+        self._stop_asked = True
+        self._stream.cancel()
 
     def result(self) -> str:
         """Read the whole reply (if not read yet) and return its text."""

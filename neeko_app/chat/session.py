@@ -1,4 +1,5 @@
-"""Chat sessions: the transcript of one conversation, its edits, and its JSON file."""
+"""Chat sessions: the transcript of one conversation, its edits, the other versions of its
+replies ("swipes"), and its JSON file."""
 
 from __future__ import annotations
 
@@ -21,6 +22,15 @@ class SessionError(ValueError):
     """A session id, file or operation is invalid (the message says what to do)."""
 
 
+@dataclass
+class Versions:
+    """Every version of one reply (a regenerated reply keeps the earlier ones) and the one
+    the transcript shows."""
+
+    texts: list[str]
+    shown: int
+
+
 def validate_session_file_id(session_id: str) -> str:
     """`session_id` if it is safe as a file name (1-64 letters, digits, '_' or '-')."""
     if not isinstance(session_id, str) or not SESSION_ID_PATTERN.fullmatch(session_id):
@@ -39,6 +49,9 @@ class ChatSession:
     characters: list[str]
     turns: list[Turn] = field(default_factory=list)
     created: float = field(default_factory=time.time)
+    # turn index -> the versions of that reply, for replies with more than one; the turn's
+    # text is always the version shown
+    versions: dict[int, Versions] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         validate_session_file_id(self.id)
@@ -69,11 +82,70 @@ class ChatSession:
             raise SessionError("the message is empty")
         self.turns.append(Turn("user", text.strip()))
 
-    def add_reply(self, speaker: str, text: str) -> None:
-        """Append a character's reply."""
+    def add_reply(self, speaker: str, text: str, earlier: list[str] | None = None) -> None:
+        """Append a character's reply; `earlier` are the versions it replaces (regenerated),
+        kept to browse back to."""
         if speaker not in self.characters:
             raise SessionError(f"{speaker!r} is not in this session ({self.characters})")
         self.turns.append(Turn("character", text.strip(), speaker))
+        if earlier:
+            self.versions[len(self.turns) - 1] = Versions([*earlier, text.strip()], len(earlier))
+
+    def put_back(self, speaker: str, versions: Versions) -> None:
+        """Append a reply as it was, with its versions (a regenerate that gave nothing)."""
+        self.add_reply(speaker, versions.texts[versions.shown])
+        if len(versions.texts) > 1:
+            self.versions[len(self.turns) - 1] = versions
+
+    def versions_of(self, index: int) -> Versions:
+        """The versions of reply `index` (one, its text, when it was never regenerated)."""
+        self._check_index(index)
+        return self.versions.get(index) or Versions([self.turns[index].text], 0)
+
+    def last_reply_index(self) -> int:
+        """Index of the last turn if it is a character's reply, else SessionError."""
+        if not self.turns or self.turns[-1].role != "character":
+            raise SessionError("the last message is not a reply of the character")
+        return len(self.turns) - 1
+
+    def rewrite(self, index: int, text: str) -> None:
+        """Replace the text of turn `index` (the user's or a character's) in place; the rest
+        of the conversation stays. A reply's shown version is the one rewritten."""
+        self._check_index(index)
+        if not isinstance(text, str) or not text.strip():
+            raise SessionError("the new text is empty")
+        turn = self.turns[index]
+        self.turns[index] = Turn(turn.role, text.strip(), turn.speaker)
+        if index in self.versions:
+            versions = self.versions[index]
+            versions.texts[versions.shown] = text.strip()
+
+    def show_version(self, index: int, number: int) -> None:
+        """Show version `number` (0-based) of reply `index`: the transcript keeps it."""
+        self._check_index(index)
+        if self.turns[index].role != "character":
+            raise SessionError(f"message {index} is the user's; only replies have versions")
+        versions = self.versions_of(index)
+        if isinstance(number, bool) or not isinstance(number, int) or not (
+                0 <= number < len(versions.texts)):
+            raise SessionError(f"this reply has {len(versions.texts)} version(s); there is no "
+                               f"version {number!r} (count from 0)")
+        versions.shown = number
+        if len(versions.texts) > 1:
+            self.versions[index] = versions
+        turn = self.turns[index]
+        self.turns[index] = Turn(turn.role, versions.texts[number], turn.speaker)
+
+    def _check_index(self, index: int) -> None:
+        if isinstance(index, bool) or not isinstance(index, int) or not (
+                0 <= index < len(self.turns)):
+            raise SessionError(f"there is no message {index!r} in this chat (it has "
+                               f"{len(self.turns)}); it may have been undone or cleared")
+
+    def _cut(self, index: int) -> None:
+        """Remove the turns from `index` on, with their versions."""
+        del self.turns[index:]
+        self.versions = {i: v for i, v in self.versions.items() if i < index}
 
     def last_user_index(self) -> int:
         """Index of the last user turn; SessionError when the user has said nothing yet."""
@@ -86,27 +158,33 @@ class ChatSession:
         """Remove the replies after the last user message; the speakers removed, in order."""
         keep = self.last_user_index() + 1
         speakers = [turn.speaker for turn in self.turns[keep:]]
-        del self.turns[keep:]
+        self._cut(keep)
         return [s for s in speakers if s is not None]
+
+    def last_replies(self) -> list[Versions]:
+        """The versions of each reply after the last user message, in order."""
+        return [self.versions_of(i) for i in range(self.last_user_index() + 1, len(self.turns))]
 
     def undo(self) -> None:
         """Remove the last exchange: the last user message and every reply to it."""
-        del self.turns[self.last_user_index():]
+        self._cut(self.last_user_index())
 
     def edit(self, index: int, text: str) -> None:
         """Replace user turn `index` by `text` and drop everything after it."""
         if not 0 <= index < len(self.turns) or self.turns[index].role != "user":
             raise SessionError(f"turn {index} is not a message of the user")
-        del self.turns[index:]
+        self._cut(index)
         self.add_user(text)
 
     def reset(self) -> None:
         """Forget the whole transcript (the session keeps its id and characters)."""
-        self.turns.clear()
+        self._cut(0)
 
     def to_dict(self) -> dict:
         turns = [{"role": t.role, "text": t.text} | ({"speaker": t.speaker} if t.speaker else {})
                  for t in self.turns]
+        for index, versions in self.versions.items():
+            turns[index] |= {"versions": versions.texts, "shown": versions.shown}
         return {"format_version": FORMAT_VERSION, "id": self.id, "characters": self.characters,
                 "created": self.created, "turns": turns}
 
@@ -122,7 +200,22 @@ class ChatSession:
         if any(t.role not in ("user", "character") for t in turns):
             raise SessionError("malformed session data: a turn has an unknown role")
         session.turns = turns
+        for index, turn in enumerate(data["turns"]):
+            if "versions" in turn:
+                session.versions[index] = _versions(turn, turns[index], index)
         return session
+
+
+def _versions(data: dict, turn: Turn, index: int) -> Versions:
+    """The versions saved with turn `index`; SessionError unless they hold its text."""
+    texts, shown = data["versions"], data.get("shown")
+    if (turn.role != "character" or not isinstance(texts, list) or len(texts) < 2
+            or not all(isinstance(t, str) for t in texts) or isinstance(shown, bool)
+            or not isinstance(shown, int) or not 0 <= shown < len(texts)
+            or texts[shown] != turn.text):
+        raise SessionError(f"malformed session data: the versions of turn {index} do not hold "
+                           "its text")
+    return Versions(list(texts), shown)
 
 
 class SessionStore:

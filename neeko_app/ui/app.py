@@ -27,6 +27,7 @@ THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
 CSS = """
 #picker .caption-label { white-space: normal; font-size: 0.8em; line-height: 1.25; }
 #memory { font-size: 0.9em; }
+#versions { text-align: center; align-self: center; white-space: nowrap; }
 """
 INTRO = ("# Neeko\nOne small language model plays every character: each owns a LoRA block "
          "inside the model, and new characters are added without retraining the others.")
@@ -45,8 +46,10 @@ def build_app(engine: ChatEngine, settings: Settings) -> gr.Blocks:
                 WizardTab(engine, settings, folder, chat, tabs)
             with gr.Tab("Evaluate", id="evaluate"):
                 evaluate = EvaluateTab(settings.reports_dir)
-        demo.load(lambda: (*chat.picker_values(), chat.saved_sessions(), evaluate.choices()),
-                  None, [*chat.picker, chat.saved, evaluate.picker])
+        demo.load(lambda: (*chat.picker_values(), chat.saved_sessions(), evaluate.choices(),
+                           *chat.persona.values()),
+                  None, [*chat.picker, chat.saved, evaluate.picker, chat.persona.name,
+                         chat.persona.description])
     return demo
 
 

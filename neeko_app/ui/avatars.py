@@ -1,8 +1,10 @@
-"""Monogram portraits: the character's initials on a circle coloured from its id.
+"""Character portraits: a character's own picture, else a monogram (its initials on a
+circle coloured from its id).
 
-Shipped characters have theirs in `assets/avatars/<slug>.png` (regenerate with
-`python -m neeko_app.ui.avatars`); any other character gets one generated on first use
-into the app's data folder.
+A character's own picture is `avatar.png` in its folder (an imported card's picture); the
+web app serves a copy from its data folder. Shipped characters have monograms in
+`assets/avatars/<slug>.png` (regenerate with `python -m neeko_app.ui.avatars`); any other
+character gets one generated on first use into the app's data folder.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import colorsys
 import hashlib
 import io
+import logging
 import re
 import sys
 import unicodedata
@@ -18,11 +21,16 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from neeko_app.characters.card import Character
+from neeko_app.characters.png_chunks import PNG_MAGIC
+from neeko_app.characters.portrait import AVATAR_FILE
 from neeko_app.characters.registry import discover_characters
 from neeko_app.config import PROJECT_ROOT
 from neeko_app.storage import atomic_write_bytes
 
+log = logging.getLogger(__name__)
+
 SHIPPED_AVATARS = PROJECT_ROOT / "assets" / "avatars"
+MAX_AVATAR_BYTES = 4 * 2**20  # a larger avatar.png is not served (ours are far smaller)
 SIZE = 256
 _SUPERSAMPLE = 4  # draw large, then shrink: smooth edges without an antialiasing API
 _ROMAN_NUMERAL = re.compile(r"[IVXLCDM]+")
@@ -66,7 +74,11 @@ def monogram_png(name: str, slug: str, size: int = SIZE) -> bytes:
 
 
 def avatar_path(character: Character, data_dir: Path) -> Path:
-    """The character's portrait: the shipped one, else one generated into `data_dir/avatars`."""
+    """The character's portrait: its own picture, else the shipped monogram, else one
+    generated into `data_dir/avatars`."""
+    own = own_avatar(character, data_dir)
+    if own is not None:
+        return own
     shipped = SHIPPED_AVATARS / f"{character.slug}.png"
     if shipped.is_file():
         return shipped
@@ -74,6 +86,27 @@ def avatar_path(character: Character, data_dir: Path) -> Path:
     if not generated.is_file():
         atomic_write_bytes(generated, monogram_png(character.name, character.slug))
     return generated
+
+
+def own_avatar(character: Character, data_dir: Path) -> Path | None:
+    """A servable copy of the character's `avatar.png` in `data_dir/avatars`, named by its
+    content (a changed picture gets a new name, never an old cached one); None when the
+    character has none, or it is not a PNG of at most MAX_AVATAR_BYTES."""
+    source = character.folder / AVATAR_FILE if character.folder else None
+    if source is None or not source.is_file():
+        return None
+    if source.stat().st_size > MAX_AVATAR_BYTES:
+        log.warning("%s is over %d bytes; a monogram is shown instead", source, MAX_AVATAR_BYTES)
+        return None
+    data = source.read_bytes()
+    if not data.startswith(PNG_MAGIC):
+        log.warning("%s is not a PNG; a monogram is shown instead", source)
+        return None
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    served = data_dir / "avatars" / f"{character.slug}-{digest}.png"
+    if not served.is_file():
+        atomic_write_bytes(served, data)
+    return served
 
 
 def write_avatars(characters_dir: Path, out_dir: Path) -> list[Path]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import re
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -25,8 +24,10 @@ from neeko_app.characters.card import (
     CharacterError,
     character_from_dict,
 )
+from neeko_app.characters.card_text import first_sentence
 from neeko_app.characters.lorebook import load_lorebook, save_lorebook
 from neeko_app.characters.png_chunks import MAX_CARD_BYTES
+from neeko_app.characters.portrait import AVATAR_FILE
 from neeko_app.characters.registry import named
 from neeko_app.characters.tavern import LoreEntry, card_to_json, card_to_png, parse_card_bytes
 from neeko_app.characters.transcript import parse_transcript
@@ -48,18 +49,21 @@ EDITABLE_FIELDS = ("name", "slug", "description", "personality", "speaking_style
                    "greeting", "example_lines")
 MAX_NAME_LINE = 100
 MIN_EXPANSION_DIALOGUES = 50
-_SENTENCE = re.compile(r"(.+?[.!?])(?:\s|$)")
 
 Mode = Literal["fusion", "expansion"]
 
 
 @dataclass
 class CharacterDraft:
-    """What step 1 read: the card fields (edited in step 2) and what goes along with them."""
+    """What step 1 read: the card fields (edited in step 2) and what goes along with them:
+    the card's example chats (`examples`, dialogues.jsonl records), its picture (`portrait`,
+    a PNG) and an uploaded dialogues file (`dialogues_text`)."""
 
     fields: dict[str, object]
     profile: str = ""
     lorebook: list[LoreEntry] = field(default_factory=list)
+    examples: list[dict] = field(default_factory=list)
+    portrait: bytes | None = None
     dialogues_text: str = ""
     dialogues_format: Literal["", "jsonl", "transcript"] = ""
     warnings: list[str] = field(default_factory=list)
@@ -95,8 +99,9 @@ def draft_from_file(path: Path) -> CharacterDraft:
     if suffix in PROFILE_SUFFIXES:
         return draft_from_profile(_text(data, path.name), path.name)
     parsed = parse_card_bytes(data, path.name)
-    return CharacterDraft(card_fields(parsed.character), lorebook=parsed.lorebook,
-                          warnings=parsed.warnings)
+    return CharacterDraft(card_fields(parsed.character), profile=parsed.profile,
+                          lorebook=parsed.lorebook, examples=parsed.dialogues,
+                          portrait=parsed.portrait, warnings=parsed.warnings)
 
 
 def draft_from_profile(text: str, filename: str) -> CharacterDraft:
@@ -114,9 +119,7 @@ def draft_from_profile(text: str, filename: str) -> CharacterDraft:
     if len(body.encode()) > MAX_PROFILE_BYTES:
         raise CharacterError(f"{filename}: the profile is too long ({len(body.encode())} bytes; "
                              f"at most {MAX_PROFILE_BYTES})")
-    flat = " ".join(body.split())
-    match = _SENTENCE.match(flat)
-    minimal_card = {"name": name, "description": match.group(1) if match else flat}
+    minimal_card = {"name": name, "description": first_sentence(body)}
     parsed = parse_card_bytes(json.dumps(minimal_card).encode(), filename)
     fields = card_fields(parsed.character) | {"source": f"Profile uploaded as {filename}"}
     return CharacterDraft(fields, profile=body, warnings=parsed.warnings)
@@ -209,17 +212,22 @@ def check_new_character(fields: Mapping[str, object], characters_dir: Path,
 
 def write_character_folder(draft: CharacterDraft, fields: Mapping[str, object],
                            folder: Path) -> Path:
-    """Write a character folder (card, profile, dialogues, lorebook) for `add_character`."""
+    """Write a character folder (card, profile, dialogues, lorebook, avatar) for
+    `add_character`; the dialogues are the card's examples and the uploaded ones."""
     folder.mkdir(parents=True)
     atomic_write_json(folder / "character.json", dict(fields))
     if draft.profile:
         atomic_write_text(folder / "profile.md", draft.profile + "\n")
+    records = list(draft.examples)
     if draft.dialogues_text:
-        records = dialogue_records(draft.dialogues_text, draft.dialogues_format,
-                                   str(fields["name"]))
+        records += dialogue_records(draft.dialogues_text, draft.dialogues_format,
+                                    str(fields["name"]))
+    if records:
         atomic_write_text(folder / DIALOGUES_FILE,
                           "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     save_lorebook(folder, draft.lorebook)
+    if draft.portrait:
+        atomic_write_bytes(folder / AVATAR_FILE, draft.portrait)
     return folder
 
 
@@ -231,7 +239,7 @@ def install_draft(engine: ChatEngine, settings: Settings, draft: CharacterDraft,
     `staging_root` and installed by `add_character`; on any error nothing is kept."""
     fields = edited_fields(draft, edits)
     check_new_character(fields, settings.user_characters_dir, engine.runtime.characters)
-    if mode == "expansion" and not draft.dialogues_text:
+    if mode == "expansion" and not (draft.dialogues_text or draft.examples):
         raise CharacterError("expansion trains a block on example dialogues: upload some in "
                              "step 1, or choose fusion")
     staging_root.mkdir(parents=True, exist_ok=True)
@@ -260,18 +268,23 @@ def export_card(character: Character, image_png: bytes, out_dir: Path) -> list[P
 
 
 def draft_summary(draft: CharacterDraft, source: str, conversations: int) -> str:
-    """Markdown telling what step 1 read, with the importer's warnings."""
+    """Markdown telling what step 1 read (`conversations`: how many the uploaded dialogues
+    file holds), with the importer's warnings."""
     parts = [f"Read **{draft.name}** from {source}."]
     if draft.lorebook:
         count = len(draft.lorebook)
         parts.append(f"{count} lorebook {'entry goes' if count == 1 else 'entries go'} into "
                      "the character's memory.")
-    if conversations >= MIN_EXPANSION_DIALOGUES:
-        parts.append(f"{conversations} example conversations: enough to train its own block "
-                     "(expansion).")
-    elif conversations:
-        parts.append(f"{conversations} example conversations: expansion works, but a block "
-                     f"trained on fewer than {MIN_EXPANSION_DIALOGUES} learns little.")
+    if draft.portrait:
+        parts.append("The card's picture becomes the character's portrait.")
+    total = conversations + len(draft.examples)
+    found = (f"{total} example conversation{'' if total == 1 else 's'}"
+             + (f" ({len(draft.examples)} from the card)" if draft.examples else ""))
+    if total >= MIN_EXPANSION_DIALOGUES:
+        parts.append(f"{found}: enough to train its own block (expansion).")
+    elif total:
+        parts.append(f"{found}: expansion works, but a block trained on fewer than "
+                     f"{MIN_EXPANSION_DIALOGUES} learns little.")
     if draft.warnings:
         parts.append("\n".join(f"- {warning}" for warning in draft.warnings))
     return "\n\n".join(parts)

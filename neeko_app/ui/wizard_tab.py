@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import threading
 from pathlib import Path
 
 import gradio as gr
+from PIL import Image
 
 from neeko_app.characters.card import CharacterError
 from neeko_app.chat.engine import ChatEngine
@@ -53,6 +55,7 @@ MODES = [("Fusion: instant, mixes the blocks of the most similar characters", "f
          ("Expansion: trains its own block on the example dialogues", "expansion")]
 TRAINING = EXPANSION_TRAINING
 UPLOAD_HEIGHT = 150
+PORTRAIT_HEIGHT = 200
 
 
 class WizardTab:
@@ -89,7 +92,10 @@ class WizardTab:
                                                  elem_id=f"field-{key}")
         with gr.Row():
             self.profile = gr.Textbox(label="Profile (Markdown; used for the role embedding and "
-                                      "the character's memory)", lines=5)
+                                      "the character's memory)", lines=5, elem_id="profile")
+            self.portrait = gr.Image(label="Portrait (the card's picture)", type="pil",
+                                     format="png", interactive=False, height=PORTRAIT_HEIGHT,
+                                     elem_id="portrait")
             self.lore = gr.Markdown()
 
         gr.Markdown("### 3 · Add")
@@ -106,8 +112,8 @@ class WizardTab:
         chat_now = gr.Button("Chat now", visible=False, elem_id="chat-now")
 
         read.click(self._read, [card_file, dialogues_file],
-                   [self.draft, *self.boxes.values(), self.profile, self.lore, self.mode,
-                    self.notes])
+                   [self.draft, *self.boxes.values(), self.profile, self.portrait, self.lore,
+                    self.mode, self.notes])
         add.click(self._add, {self.draft, *self.boxes.values(), self.profile, self.mode,
                               self.epochs, self.batch_size},
                   [self.status, self.added, chat_now, *chat.picker],
@@ -127,14 +133,16 @@ class WizardTab:
                 draft, conversations = with_dialogues(draft, Path(dialogues_path))
         except (CharacterError, DialogueError) as err:
             gr.Warning(str(err))
-            empty = ("",) * (len(self.boxes) + 2)
-            return (None, *empty, gr.skip(), f"**Could not read the files.** {err}")
+            empty = ("",) * (len(self.boxes) + 1)
+            return (None, *empty, None, "", gr.skip(), f"**Could not read the files.** {err}")
         values = [draft.fields.get(key) or "" for key in EDITABLE_FIELDS]
         values = ["\n".join(v) if isinstance(v, list) else str(v) for v in values]
         lore = "\n".join(f"- **{entry.name or ', '.join(entry.keys) or 'entry'}**: "
                          f"{entry.content[:200]}" for entry in draft.lorebook)
         notes = draft_summary(draft, Path(card_path).name, conversations)
-        return (draft, *values, draft.profile, f"**Lorebook**\n\n{lore}" if lore else "",
+        portrait = Image.open(io.BytesIO(draft.portrait)) if draft.portrait else None
+        return (draft, *values, draft.profile, portrait,
+                f"**Lorebook**\n\n{lore}" if lore else "",
                 "expansion" if conversations else "fusion", notes)
 
     def _add(self, values: dict, request: gr.Request,
