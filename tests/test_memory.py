@@ -380,12 +380,7 @@ def test_recall_ranks_a_sessions_turns_exactly_in_a_large_store(
     for k, probe in enumerate(PROBES):
         turns = probe_history(probe, lambda text: len(text) // 4 + 1, 2048)
         exchanges = list(zip(turns[:-1:2], turns[1:-1:2], strict=True))
-        store._conversations.add_texts(  # in bulk: one remember_exchange at a time is slow
-            [f"{user.text}\n{reply.text}" for user, reply in exchanges],
-            metadatas=[{"session_id": f"s{k}", "character": "ada", "turn": turn, "time": 0.0,
-                        "user_chars": len(user.text)}
-                       for turn, (user, _) in enumerate(exchanges, start=1)],
-            ids=[f"s{k}:ada:{turn}" for turn in range(1, len(exchanges) + 1)])
+        store.remember_exchanges(f"s{k}", "ada", [(u.text, r.text) for u, r in exchanges])
         questions.append((f"s{k}", turns[-1].text, len(exchanges) - 25))
     found = [store.recall(session, "ada", question, k=3, before_turn=before)
              for session, question, before in questions]
@@ -406,3 +401,15 @@ def test_recall_within_leaves_out_far_less_related_turns(store: MemoryStore) -> 
     question = "What was my sister called again?"
     assert len(store.recall("near", "ada", question, k=3)) == 3
     assert [e.turn for e in store.recall("near", "ada", question, k=3, within=0.15)] == [1]
+
+
+def test_exchanges_stored_together_read_back_as_one_by_one(store: MemoryStore) -> None:
+    store.remember_exchanges("bulk", "ada", [("Hello.", "Hi."), (HYPATIA, "Bees!")], 3, "u1")
+    store.remember_exchange("single", "ada", HYPATIA, "Bees!", 4, "u1")
+    bulk, [single] = store.list_session("bulk"), store.list_session("single")
+    assert [(e.turn, e.user_text, e.reply_text, e.user_id) for e in bulk] == [
+        (3, "Hello.", "Hi.", "u1"), (4, HYPATIA, "Bees!", "u1")]
+    assert (bulk[1].user_text, bulk[1].reply_text) == (single.user_text, single.reply_text)
+    with pytest.raises(ValueError, match="reply text"):
+        store.remember_exchanges("bulk", "ada", [("Fine.", "  ")])
+    assert len(store.list_session("bulk")) == 2

@@ -131,9 +131,9 @@ def run_recall(engine: ChatEngine, memory: MemoryStore, slugs: Sequence[str],
     for slug, k, probe in jobs:
         session = f"eval-recall-{slug}-{k}"
         turns = probe_history(probe, engine.count_tokens, engine.context_tokens)
-        exchanges = zip(turns[:-1:2], turns[1:-1:2], strict=True)
-        for turn, (user, reply) in enumerate(exchanges, start=1):
-            memory.remember_exchange(session, slug, user.text, reply.text, turn)
+        memory.remember_exchanges(session, slug, [
+            (user.text, reply.text)
+            for user, reply in zip(turns[:-1:2], turns[1:-1:2], strict=True)])
         replies.append(engine.reply(slug, turns, session, decoding))  # batched by the scheduler
     for done, ((slug, k, probe), reply) in enumerate(zip(jobs, replies, strict=True), start=1):
         reply.result()

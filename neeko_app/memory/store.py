@@ -10,6 +10,7 @@ then filters), and returned nothing at all for one.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,30 +120,42 @@ class MemoryStore:
     ) -> Exchange:
         """Store one exchange under id `session_id:character:turn` (writing a turn again
         replaces it; one session may talk to several characters without their turns clashing)."""
-        exchange = Exchange(
-            session_id=validate_session_id(session_id),
-            character=validate_slug(character),
-            turn=validate_count(turn, "turn", 0),
-            user_text=validate_text(user_text, "user text"),
-            reply_text=validate_text(reply_text, "reply text"),
-            time=time.time(),
-            user_id=None if user_id is None else validate_session_id(user_id, "user id"),
-        )
-        metadata: dict[str, Any] = {
-            "session_id": exchange.session_id,
-            "character": exchange.character,
-            "turn": exchange.turn,
-            "time": exchange.time,
-            "user_chars": len(exchange.user_text),
-        }
-        if exchange.user_id is not None:  # Chroma drops None-valued metadata anyway
-            metadata["user_id"] = exchange.user_id
-        self._conversations.add_texts(
-            [f"{exchange.user_text}\n{exchange.reply_text}"],
-            metadatas=[metadata],
-            ids=[f"{exchange.session_id}:{exchange.character}:{exchange.turn}"],
-        )
+        [exchange] = self.remember_exchanges(session_id, character, [(user_text, reply_text)],
+                                             turn, user_id)
         return exchange
+
+    def remember_exchanges(
+        self,
+        session_id: str,
+        character: str,
+        texts: Sequence[tuple[str, str]],
+        first_turn: int = 1,
+        user_id: str | None = None,
+    ) -> list[Exchange]:
+        """Store several (user text, reply) exchanges of one session as turns `first_turn`,
+        `first_turn + 1`, ... (as `remember_exchange` does, embedded in one batch)."""
+        session_id, character = validate_session_id(session_id), validate_slug(character)
+        user_id = None if user_id is None else validate_session_id(user_id, "user id")
+        now = time.time()
+        exchanges = [
+            Exchange(
+                session_id=session_id,
+                character=character,
+                turn=validate_count(turn, "turn", 0),
+                user_text=validate_text(user_text, "user text"),
+                reply_text=validate_text(reply_text, "reply text"),
+                time=now,
+                user_id=user_id,
+            )
+            for turn, (user_text, reply_text) in enumerate(texts, start=first_turn)
+        ]
+        if exchanges:
+            self._conversations.add_texts(
+                [f"{e.user_text}\n{e.reply_text}" for e in exchanges],
+                metadatas=[_metadata(e) for e in exchanges],
+                ids=[f"{e.session_id}:{e.character}:{e.turn}" for e in exchanges],
+            )
+        return exchanges
 
     def recall(
         self,
@@ -216,6 +229,20 @@ class MemoryStore:
             order = order[scores[order] >= scores[order[0]] - within]
         best = indices[order]
         return [(documents[index], metadatas[index]) for index in best]
+
+
+def _metadata(exchange: Exchange) -> dict[str, Any]:
+    """What Chroma stores beside an exchange's text (`_exchange` reads it back)."""
+    metadata: dict[str, Any] = {
+        "session_id": exchange.session_id,
+        "character": exchange.character,
+        "turn": exchange.turn,
+        "time": exchange.time,
+        "user_chars": len(exchange.user_text),
+    }
+    if exchange.user_id is not None:  # Chroma drops None-valued metadata anyway
+        metadata["user_id"] = exchange.user_id
+    return metadata
 
 
 def _session_scope(session_id: str, character: str) -> dict[str, Any]:
