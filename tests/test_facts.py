@@ -14,12 +14,15 @@ from neeko_app.characters.facts import (
     FACTS_FILE,
     QUIZ_FILE,
     FactSheetError,
+    fact_questions,
     load_facts,
     load_quiz,
 )
 from neeko_app.characters.registry import check_character
 from neeko_app.evaluation.overlap import words
 from neeko_app.evaluation.recall import PROBES
+from neeko_app.memory import KnowledgeChunk
+from neeko_app.memory.knowledge import character_chunks
 from neeko_app.training.data import DialogueError, load_dialogues
 from neeko_app.training.knowledge_data import KNOWLEDGE_FILE, RECALL_FILE, load_recall
 from tests.conftest import write_card
@@ -101,6 +104,35 @@ def test_a_broken_recall_line_names_the_file_and_line(tmp_path):
         load_recall(write_lines(tmp_path / RECALL_FILE, good, {**good, "earlier": []}))
     with pytest.raises(DialogueError, match="line 1: earlier exchange 1 needs"):
         load_recall(write_lines(tmp_path / RECALL_FILE, {**good, "earlier": [{"user": "x"}]}))
+
+
+def _exchange(facts: list[str], *user_texts: str) -> dict:
+    turns = [turn for text in user_texts
+             for turn in ({"role": "user", "text": text}, {"role": "character", "text": "Rome."})]
+    return {"id": "k", "facts": facts, "turns": turns}
+
+
+def test_a_fact_note_carries_the_questions_that_ask_for_it(tmp_path, caplog):
+    folder = write_card(tmp_path, "ada", "Ada")
+    write_lines(folder / FACTS_FILE, FACT, {**FACT, "id": "x-f002", "fact": "X left for Gaul."})
+    write_lines(folder / KNOWLEDGE_FILE, _exchange(["x-f001"], "Where were you born?"),
+                _exchange(["x-f001", "x-f002"], "Good day.", "Your birthplace, and then?"))
+    chunks = character_chunks(load_character(folder))
+    assert chunks[:2] == [
+        KnowledgeChunk(FACT["fact"], "fact",
+                       ("Where were you born?", "Your birthplace, and then?")),
+        KnowledgeChunk("X left for Gaul.", "fact", ("Your birthplace, and then?",))]
+
+    write_lines(folder / KNOWLEDGE_FILE, _exchange(["x-f001"], "Where were you born?"),
+                {**_exchange([], "Hi"), "facts": None})
+    with pytest.raises(FactSheetError, match="knowledge.jsonl line 2: 'facts' must be a list"):
+        fact_questions(folder)
+    assert any("knowledge.jsonl line 2: 'facts'" in issue
+               for issue in check_character(load_character(folder)))
+    with caplog.at_level("WARNING"):
+        chunks = character_chunks(load_character(folder))
+    assert chunks[0] == KnowledgeChunk(FACT["fact"], "fact")  # found by its text alone
+    assert "knowledge.jsonl line 2" in caplog.text
 
 
 # ---- the shipped characters' files ------------------------------------------------------

@@ -181,6 +181,52 @@ def test_knowledge_is_per_character_and_reindexing_is_idempotent(store: MemorySt
         "Nikola builds induction motors.", "He worked with Babbage once."]
 
 
+class CountingEmbeddings(Embeddings):
+    """MiniLM that keeps every text it was asked to embed as a document."""
+
+    def __init__(self, inner: MiniLMEmbeddings) -> None:
+        self.inner, self.embedded = inner, []
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        self.embedded += texts
+        return self.inner.embed_documents(texts)
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.inner.embed_query(text)
+
+
+MOTHER = KnowledgeChunk("My mother was Hannah Ayscough.", "fact",
+                        ("What was your mother's name?", "Who gave birth to you?"))
+TWINS = KnowledgeChunk("A woman of the village gave birth to twins the week I was born.",
+                       "fact", ("Were there other babies in the village that year?",))
+BIRTHPLACE = KnowledgeChunk("I was born at Woolsthorpe Manor.", "fact", ("Where were you born?",))
+ASKED = "Tell me about the woman who gave birth to you."
+
+
+def test_a_fact_is_found_by_the_questions_that_ask_for_it(tmp_path: Path,
+                                                           embeddings: MiniLMEmbeddings) -> None:
+    """By its text alone the twins note is nearer the question; the mother note's own
+    questions put it first. Only notes come back, never the questions."""
+    texts_only = [KnowledgeChunk(c.text, c.kind) for c in (MOTHER, TWINS, BIRTHPLACE)]
+    counting = CountingEmbeddings(embeddings)
+    store = MemoryStore(open_client(tmp_path / "memory"), counting)
+    store.index_character("isaac", texts_only)
+    assert store.search_knowledge("isaac", ASKED, k=1)[0].text == TWINS.text
+
+    assert store.index_character("isaac", [MOTHER, TWINS, BIRTHPLACE]) == 3
+    found = store.search_knowledge("isaac", ASKED, k=5)
+    assert [c.text for c in found] == [MOTHER.text, TWINS.text, BIRTHPLACE.text]
+    assert all(c.kind == "fact" for c in found)
+    # only the questions were new: the notes' own entries were not embedded again
+    assert counting.embedded[3:] == [*MOTHER.questions, *TWINS.questions, *BIRTHPLACE.questions]
+
+    counting.embedded.clear()
+    store.index_character("isaac", [MOTHER, TWINS, BIRTHPLACE])
+    assert counting.embedded == []  # nothing changed, nothing embedded
+    store.index_character("isaac", texts_only)  # the questions are gone again
+    assert store.search_knowledge("isaac", ASKED, k=1)[0].text == TWINS.text
+
+
 # Conversation memory
 
 

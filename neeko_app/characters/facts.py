@@ -20,6 +20,7 @@ from neeko_app.jsonl import jsonl_records
 
 FACTS_FILE = "facts.jsonl"
 QUIZ_FILE = "quiz.jsonl"
+KNOWLEDGE_FILE = "knowledge.jsonl"  # the training exchanges that teach the facts
 FACT_TOPICS = ("family", "places", "dates", "works", "people", "beliefs", "death", "life")
 MAX_SOURCE_WORDS = 12
 
@@ -125,3 +126,25 @@ def known_facts(folder: Path) -> list[Fact]:
     """The facts of the character in `folder` that it knows at its "now" ([] without a sheet)."""
     path = folder / FACTS_FILE
     return [fact for fact in load_facts(path) if not fact.after_now] if path.is_file() else []
+
+
+def fact_questions(folder: Path) -> dict[str, list[str]]:
+    """For each fact id, the questions that ask for it in the character's knowledge
+    exchanges (each exchange's last user message); {} without a knowledge file."""
+    path = folder / KNOWLEDGE_FILE
+    if not path.is_file():
+        return {}
+    questions: dict[str, list[str]] = {}
+    for where, raw in jsonl_records(path, FactSheetError):
+        raw = _object(raw, where)
+        facts, turns = raw.get("facts"), raw.get("turns")
+        asked = [turn.get("text", "").strip() for turn in turns or []
+                 if isinstance(turn, dict) and turn.get("role") == "user"
+                 and isinstance(turn.get("text"), str)] if isinstance(turns, list) else []
+        if not isinstance(facts, list) or not all(isinstance(f, str) for f in facts):
+            raise FactSheetError(f"{where}: 'facts' must be a list of fact ids")
+        if not asked or not asked[-1]:
+            raise FactSheetError(f"{where}: the exchange needs a user message")
+        for fact_id in facts:
+            questions.setdefault(fact_id, []).append(asked[-1])
+    return questions

@@ -20,8 +20,10 @@ from neeko_app.characters.card import (
 )
 from neeko_app.characters.facts import (
     FACTS_FILE,
+    KNOWLEDGE_FILE,
     QUIZ_FILE,
     FactSheetError,
+    fact_questions,
     load_facts,
     load_quiz,
 )
@@ -90,7 +92,7 @@ def named(characters: Iterable[Character], name: str) -> Character | None:
 
 def _check_knowledge(folder: Path) -> list[str]:
     """Problems of the optional fact sheet, quiz, knowledge and recall files."""
-    from neeko_app.training.knowledge_data import KNOWLEDGE_FILE, RECALL_FILE, load_recall
+    from neeko_app.training.knowledge_data import RECALL_FILE, load_recall
 
     issues: list[str] = []
     facts = None
@@ -104,13 +106,19 @@ def _check_knowledge(folder: Path) -> list[str]:
             load_quiz(folder / QUIZ_FILE, facts)
         except FactSheetError as err:
             issues.append(str(err))
-    for name, load in ((KNOWLEDGE_FILE, load_dialogues), (RECALL_FILE, load_recall)):
+    for name, load in ((KNOWLEDGE_FILE, _load_knowledge), (RECALL_FILE, load_recall)):
         if (folder / name).exists():
             try:
                 load(folder / name)
-            except DialogueError as err:
+            except (DialogueError, FactSheetError) as err:
                 issues.append(str(err))
     return issues
+
+
+def _load_knowledge(path: Path) -> None:
+    """Read knowledge.jsonl as training exchanges, then as the questions of each fact."""
+    load_dialogues(path)
+    fact_questions(path.parent)
 
 
 def check_character(character: Character, strict: bool = False) -> list[str]:

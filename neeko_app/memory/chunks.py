@@ -20,13 +20,19 @@ _WHITESPACE = re.compile(r"\s+")
 
 @dataclass(frozen=True)
 class KnowledgeChunk:
-    """One retrievable piece of what a character knows; `kind` is one of KNOWLEDGE_KINDS."""
+    """One retrievable piece of what a character knows; `kind` is one of KNOWLEDGE_KINDS.
+    `questions` are ways a user asks for it: retrieval matches a message against them as
+    well as against the text (a question is closer to another question than to the
+    statement that answers it)."""
 
     text: str
     kind: str
+    questions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         validate_text(self.text, "knowledge chunk text")
+        for question in self.questions:
+            validate_text(question, "knowledge chunk question")
         if self.kind not in KNOWLEDGE_KINDS:
             raise ValueError(f"chunk kind must be one of {KNOWLEDGE_KINDS}, got {self.kind!r}")
 

@@ -35,6 +35,7 @@ KNOWLEDGE_COLLECTION = "neeko-knowledge"
 CONVERSATION_COLLECTION = "neeko-conversations"
 # MiniLM vectors are unit length: cosine distance ranks like similarity.
 _COLLECTION_CONFIGURATION: Any = {"hnsw": {"space": "cosine"}}
+QUESTION_KIND = "question"  # a knowledge entry that is a way of asking for a chunk
 
 
 @dataclass(frozen=True)
@@ -82,30 +83,65 @@ class MemoryStore:
     def index_character(self, slug: str, chunks: list[KnowledgeChunk]) -> int:
         """Replace the knowledge of character `slug` by `chunks`; returns how many are stored.
 
-        New chunks are written first (ids `slug:position`), then any older chunk beyond them is
-        deleted, so re-indexing is idempotent and a failed embedding leaves the old knowledge."""
+        A chunk is stored under the id `slug:position`, each of its questions under
+        `slug:position:q<n>`, pointing back at it. Entries already stored with the same text
+        are not embedded again; the others are written first and the character's remaining
+        old entries deleted after, so re-indexing is idempotent and cheap, and a failed
+        embedding leaves the old knowledge."""
         validate_slug(slug)
         if not all(isinstance(chunk, KnowledgeChunk) for chunk in chunks):
             raise ValueError("chunks must be KnowledgeChunk objects")
-        if chunks:
-            self._knowledge.add_texts(
-                [chunk.text for chunk in chunks],
-                metadatas=[
-                    {"character": slug, "kind": chunk.kind, "position": position}
-                    for position, chunk in enumerate(chunks)
-                ],
-                ids=[f"{slug}:{position}" for position in range(len(chunks))],
-            )
-        self._knowledge.delete(
-            where={"$and": [{"character": slug}, {"position": {"$gte": len(chunks)}}]}
-        )
+        entries: dict[str, tuple[str, dict[str, Any]]] = {}
+        for position, chunk in enumerate(chunks):
+            entries[f"{slug}:{position}"] = (
+                chunk.text, {"character": slug, "kind": chunk.kind, "position": position})
+            for number, question in enumerate(chunk.questions):
+                entries[f"{slug}:{position}:q{number}"] = (
+                    question, {"character": slug, "kind": QUESTION_KIND, "answers": position})
+        stored = self._knowledge.get(where={"character": slug},
+                                     include=["documents", "metadatas"])
+        kept = {id_ for id_, document, metadata
+                in zip(stored["ids"], stored["documents"], stored["metadatas"], strict=True)
+                if entries.get(id_) == (document, metadata)}
+        changed = [id_ for id_ in entries if id_ not in kept]
+        if changed:
+            self._knowledge.add_texts([entries[id_][0] for id_ in changed],
+                                      metadatas=[entries[id_][1] for id_ in changed],
+                                      ids=changed)
+        stale = [id_ for id_ in stored["ids"] if id_ not in entries]
+        if stale:
+            self._knowledge.delete(ids=stale)
         return len(chunks)
 
     def search_knowledge(self, slug: str, query: str, k: int = 4) -> list[KnowledgeChunk]:
-        """The `k` chunks of character `slug` most similar to `query`, best first."""
-        found = self._nearest(self._knowledge, validate_text(query, "query"),
-                              validate_count(k, "k", 1), {"character": validate_slug(slug)})
-        return [KnowledgeChunk(document, metadata["kind"]) for document, metadata in found]
+        """The `k` chunks of character `slug` most relevant to `query`, best first. A chunk
+        scores the cosine of its text to the query plus that of its closest question (of
+        its text again when it has none); equal texts count once."""
+        query, k = validate_text(query, "query"), validate_count(k, "k", 1)
+        found = self._knowledge.get(where={"character": validate_slug(slug)},
+                                    include=["documents", "metadatas", "embeddings"])
+        if not found["ids"]:
+            return []
+        cosines = (np.asarray(found["embeddings"], dtype=np.float32)
+                   @ np.asarray(self._embeddings.embed_query(query), dtype=np.float32))
+        chunks: dict[int, tuple[KnowledgeChunk, float]] = {}
+        closest_question: dict[int, float] = {}
+        for document, metadata, cosine in zip(found["documents"], found["metadatas"],
+                                              cosines.tolist(), strict=True):
+            if metadata["kind"] == QUESTION_KIND:
+                answers = metadata["answers"]
+                closest_question[answers] = max(cosine, closest_question.get(answers, cosine))
+            else:
+                chunks[metadata["position"]] = (KnowledgeChunk(document, metadata["kind"]), cosine)
+        scores = {position: cosine + closest_question.get(position, cosine)
+                  for position, (_, cosine) in chunks.items()}
+        best: dict[str, KnowledgeChunk] = {}
+        for position in sorted(scores, key=lambda p: (-scores[p], p)):
+            chunk = chunks[position][0]
+            best.setdefault(chunk.text, chunk)
+            if len(best) == k:
+                break
+        return list(best.values())
 
     # Conversation memory
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from neeko_app.characters.card import Character
+from neeko_app.characters.facts import KNOWLEDGE_FILE
 from neeko_app.chat.context import RetrievedContext, memory_header
 from neeko_app.chat.engine import ContextLimits
 from neeko_app.chat.prompt import character_header
@@ -35,7 +36,6 @@ from neeko_app.training.data import (
 )
 from neeko_app.training.grounding import retrieved_knowledge
 
-KNOWLEDGE_FILE = "knowledge.jsonl"
 RECALL_FILE = "recall.jsonl"
 NOTES_EVERY = 2  # one knowledge exchange in this many is trained with its retrieved notes
 
@@ -78,15 +78,16 @@ def recalled_context(character: Character, earlier: tuple[tuple[str, str], ...]
         for turn, (user, reply) in enumerate(earlier, start=1)))
 
 
-def knowledge_examples(character: Character, tokenizer, max_tokens: int) -> list[Example]:
+def knowledge_examples(character: Character, tokenizer, max_tokens: int,
+                       notes_every: int = NOTES_EVERY) -> list[Example]:
     """The character's knowledge and recall exchanges for its own block ([] for a folder
-    that has neither file)."""
+    that has neither file); one knowledge exchange in `notes_every` has its notes."""
     header = character_header(character)
     examples = []
     path = character.folder / KNOWLEDGE_FILE
     if path.is_file():
         conversations = load_dialogues(path)
-        noted = conversations[::NOTES_EVERY]
+        noted = conversations[::notes_every]
         notes = retrieved_knowledge(character, [_last_question(c) for c in noted],
                                     ContextLimits.knowledge_k)
         for conversation, chunks in zip(noted, notes, strict=True):
@@ -95,7 +96,7 @@ def knowledge_examples(character: Character, tokenizer, max_tokens: int) -> list
                 conversation, memory_header(header, character.name, context), tokenizer,
                 character.slug, max_tokens))
         examples += [tokenize_conversation(c, header, tokenizer, character.slug, max_tokens)
-                     for i, c in enumerate(conversations) if i % NOTES_EVERY]
+                     for i, c in enumerate(conversations) if i % notes_every]
     path = character.folder / RECALL_FILE
     if path.is_file():
         for recall in load_recall(path):

@@ -1,12 +1,16 @@
 """Replies to questions that are in no training or quiz file, as the chat app makes them
 (shipped blocks, memory with the fact notes, the app's sampling, one fresh session each).
 
-    python reports/knowledge-2026-12-04/unseen_replies.py [--seed 0] > unseen-replies.md
+    python reports/knowledge-2026-12-04/unseen_replies.py [--seed 0] [--questions FILE] \
+        > unseen-replies.md
+
+`--questions` takes a JSON list of [character, question] pairs instead of the ten below.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from neeko_app.chat.engine import ChatEngine
@@ -33,18 +37,21 @@ QUESTIONS = (
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--questions", type=Path, default=None)
     args = parser.parse_args()
+    questions = ([tuple(pair) for pair in json.loads(args.questions.read_text(encoding="utf-8"))]
+                 if args.questions else QUESTIONS)
     data = Path(__file__).resolve().parents[2] / "characters"
     written = "\n".join(p.read_text(encoding="utf-8") for p in data.glob("*/*.jsonl"))
-    leaked = [q for _, q in QUESTIONS if q in written]
+    leaked = [q for _, q in questions if q in written]
     if leaked:
         raise SystemExit(f"these questions are in a data file: {leaked}")
     runtime = load_runtime(Settings.from_env(), report=lambda _: None)
-    slugs = sorted({slug for slug, _ in QUESTIONS})
+    slugs = sorted({slug for slug, _ in questions})
     with scratch_knowledge([runtime.character(s) for s in slugs]) as memory:
         engine = ChatEngine(runtime, memory)
         try:
-            for k, (slug, question) in enumerate(QUESTIONS):
+            for k, (slug, question) in enumerate(questions):
                 reply = engine.reply(slug, [Turn("user", question)],
                                      decoding=DecodingSettings(seed=args.seed + k))
                 reply.result()
