@@ -206,13 +206,25 @@ def test_stop_keeps_the_partial_reply(page, app):  # noqa: F811
     assert engine.scheduler.in_flight() == 0
 
 
+def fill_and_keep(tab, selector: str, text: str) -> None:
+    """Type `text` into a Gradio field. An update still in flight (the page's load, a
+    just-opened accordion) can put the field's old value back: type again until it holds."""
+    field = tab.locator(selector)
+    for _ in range(10):
+        field.fill(text)
+        tab.wait_for_timeout(200)
+        if field.input_value() == text:
+            return
+    raise AssertionError(f"{selector} did not keep {text!r}")
+
+
 def test_the_persona_is_saved_fills_greetings_and_reaches_the_prompt(page, app):  # noqa: F811
     url, engine = app
     pick(page, "Mira Vance")
     expect(bot_messages(page).first).to_have_text("Welcome to Gull Rock, User. Tea?")
     page.get_by_text("Your persona").click()
-    page.locator("#persona-name input").fill("Anna Berg")
-    page.locator("#persona-description textarea").fill("A sailor who lost her ship.")
+    fill_and_keep(page, "#persona-name input", "Anna Berg")
+    fill_and_keep(page, "#persona-description textarea", "A sailor who lost her ship.")
     page.locator("#persona-save").click()
     expect(bot_messages(page).first).to_have_text("Welcome to Gull Rock, Anna Berg. Tea?")
     saved = json.loads((engine.runtime.settings.data_dir / "persona.json").read_text())
@@ -225,7 +237,7 @@ def test_the_persona_is_saved_fills_greetings_and_reaches_the_prompt(page, app):
     page.wait_for_selector("#message textarea")
     page.get_by_text("Your persona").click()
     expect(page.locator("#persona-name input")).to_have_value("Anna Berg")
-    page.locator("#persona-name input").fill("\u200b")
+    fill_and_keep(page, "#persona-name input", "\u200b")
     page.locator("#persona-save").click()
     expect(page.get_by_text("your name needs at least one letter")).to_be_visible()
     assert json.loads((engine.runtime.settings.data_dir / "persona.json").read_text()) == saved
