@@ -181,18 +181,24 @@ def test_knowledge_is_per_character_and_reindexing_is_idempotent(store: MemorySt
         "Nikola builds induction motors.", "He worked with Babbage once."]
 
 
-class CountingEmbeddings(Embeddings):
-    """MiniLM that keeps every text it was asked to embed as a document."""
+class CachedEmbeddings(Embeddings):
+    """MiniLM that embeds each distinct text once (the large-store test repeats many) and
+    keeps, in `embedded`, every text it was asked to embed as a document."""
 
     def __init__(self, inner: MiniLMEmbeddings) -> None:
-        self.inner, self.embedded = inner, []
+        self.inner, self.vectors, self.embedded = inner, {}, []
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         self.embedded += texts
-        return self.inner.embed_documents(texts)
+        return self._cached(texts)
 
     def embed_query(self, text: str) -> list[float]:
-        return self.inner.embed_query(text)
+        return self._cached([text])[0]
+
+    def _cached(self, texts: list[str]) -> list[list[float]]:
+        new = [text for text in dict.fromkeys(texts) if text not in self.vectors]
+        self.vectors.update(zip(new, self.inner.embed_documents(new), strict=True))
+        return [self.vectors[text] for text in texts]
 
 
 MOTHER = KnowledgeChunk("My mother was Hannah Ayscough.", "fact",
@@ -208,7 +214,7 @@ def test_a_fact_is_found_by_the_questions_that_ask_for_it(tmp_path: Path,
     """By its text alone the twins note is nearer the question; the mother note's own
     questions put it first. Only notes come back, never the questions."""
     texts_only = [KnowledgeChunk(c.text, c.kind) for c in (MOTHER, TWINS, BIRTHPLACE)]
-    counting = CountingEmbeddings(embeddings)
+    counting = CachedEmbeddings(embeddings)
     store = MemoryStore(open_client(tmp_path / "memory"), counting)
     store.index_character("isaac", texts_only)
     assert store.search_knowledge("isaac", ASKED, k=1)[0].text == TWINS.text
@@ -399,21 +405,6 @@ def test_server_mode_through_http_client(chroma_server, tmp_path: Path, monkeypa
     again.forget_session("web-1")
     assert store.list_session("web-1") == []
     assert [e.turn for e in store.list_session("web-2")] == [1]
-
-
-class CachedEmbeddings(Embeddings):
-    """MiniLM that embeds each distinct text once (the large-store test repeats many)."""
-
-    def __init__(self, inner: MiniLMEmbeddings) -> None:
-        self.inner, self.vectors = inner, {}
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        new = [text for text in dict.fromkeys(texts) if text not in self.vectors]
-        self.vectors.update(zip(new, self.inner.embed_documents(new), strict=True))
-        return [self.vectors[text] for text in texts]
-
-    def embed_query(self, text: str) -> list[float]:
-        return self.embed_documents([text])[0]
 
 
 def test_recall_ranks_a_sessions_turns_exactly_in_a_large_store(

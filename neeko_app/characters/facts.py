@@ -137,14 +137,20 @@ def fact_questions(folder: Path) -> dict[str, list[str]]:
     questions: dict[str, list[str]] = {}
     for where, raw in jsonl_records(path, FactSheetError):
         raw = _object(raw, where)
-        facts, turns = raw.get("facts"), raw.get("turns")
-        asked = [turn.get("text", "").strip() for turn in turns or []
-                 if isinstance(turn, dict) and turn.get("role") == "user"
-                 and isinstance(turn.get("text"), str)] if isinstance(turns, list) else []
+        facts = raw.get("facts")
         if not isinstance(facts, list) or not all(isinstance(f, str) for f in facts):
             raise FactSheetError(f"{where}: 'facts' must be a list of fact ids")
-        if not asked or not asked[-1]:
+        question = _last_user_text(raw.get("turns"))
+        if not question:
             raise FactSheetError(f"{where}: the exchange needs a user message")
         for fact_id in facts:
-            questions.setdefault(fact_id, []).append(asked[-1])
+            questions.setdefault(fact_id, []).append(question)
     return questions
+
+
+def _last_user_text(turns: object) -> str:
+    """The text of the last user turn in a record's `turns` ("" if there is none)."""
+    texts = [turn["text"].strip() for turn in turns if isinstance(turn, dict)
+             and turn.get("role") == "user" and isinstance(turn.get("text"), str)
+             ] if isinstance(turns, list) else []
+    return texts[-1] if texts else ""

@@ -9,6 +9,7 @@ then filters), and returned nothing at all for one.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ class MemoryStore:
     ) -> None:
         embeddings = embeddings or MiniLMEmbeddings()
         self._embeddings = embeddings
+        self._query_vector = functools.lru_cache(maxsize=16)(self._embed_query)
         self._knowledge, self._conversations = (
             Chroma(
                 client=client,
@@ -118,12 +120,7 @@ class MemoryStore:
         scores the cosine of its text to the query plus that of its closest question (of
         its text again when it has none); equal texts count once."""
         query, k = validate_text(query, "query"), validate_count(k, "k", 1)
-        found = self._knowledge.get(where={"character": validate_slug(slug)},
-                                    include=["documents", "metadatas", "embeddings"])
-        if not found["ids"]:
-            return []
-        cosines = (np.asarray(found["embeddings"], dtype=np.float32)
-                   @ np.asarray(self._embeddings.embed_query(query), dtype=np.float32))
+        found, cosines = self._scored(self._knowledge, {"character": validate_slug(slug)}, query)
         chunks: dict[int, tuple[KnowledgeChunk, float]] = {}
         closest_question: dict[int, float] = {}
         for document, metadata, cosine in zip(found["documents"], found["metadatas"],
@@ -242,13 +239,25 @@ class MemoryStore:
         self._knowledge.delete(where=where)
         self._conversations.delete(where=where)
 
+    def _scored(self, store: Chroma, where: dict[str, Any], query: str
+                ) -> tuple[dict[str, Any], np.ndarray]:
+        """Every entry under `where` (documents, metadatas) and its cosine to `query`."""
+        found = store.get(where=where, include=["documents", "metadatas", "embeddings"])
+        if not found["ids"]:
+            return found, np.zeros(0, dtype=np.float32)
+        return found, np.asarray(found["embeddings"], dtype=np.float32) @ self._query_vector(query)
+
+    def _embed_query(self, query: str) -> np.ndarray:
+        """`query` embedded (through `_query_vector`, which keeps the last few: one reply
+        searches knowledge and recall with the same message)."""
+        return np.asarray(self._embeddings.embed_query(query), dtype=np.float32)
 
     def _nearest(self, store: Chroma, query: str, k: int, where: dict[str, Any],
                  within: float | None = None) -> list[tuple[str, dict[str, Any]]]:
         """The `k` distinct documents under `where` closest to `query` (exact cosine ranking),
         best first, with their metadata; of equal documents the latest turn is kept. With
         `within`, none scoring more than `within` below the best."""
-        found = store.get(where=where, include=["documents", "metadatas", "embeddings"])
+        found, scores = self._scored(store, where, query)
         documents, metadatas = found["documents"], found["metadatas"]
         latest: dict[str, int] = {}
         for index, document in enumerate(documents):
@@ -258,13 +267,11 @@ class MemoryStore:
         if not latest:
             return []
         indices = np.fromiter(latest.values(), dtype=np.int64)
-        vectors = np.asarray(found["embeddings"], dtype=np.float32)[indices]
-        scores = vectors @ np.asarray(self._embeddings.embed_query(query), dtype=np.float32)
-        order = np.argsort(-scores, kind="stable")[:k]
+        distinct = scores[indices]
+        order = np.argsort(-distinct, kind="stable")[:k]
         if within is not None:
-            order = order[scores[order] >= scores[order[0]] - within]
-        best = indices[order]
-        return [(documents[index], metadatas[index]) for index in best]
+            order = order[distinct[order] >= distinct[order[0]] - within]
+        return [(documents[index], metadatas[index]) for index in indices[order]]
 
 
 def _metadata(exchange: Exchange) -> dict[str, Any]:
