@@ -141,7 +141,10 @@ DECODING_FLAGS = {  # flag: (DecodingSettings field, type, help)
                          "repeated in the reply (default 8; 0: off)"),
     "--script-guard": ("script_guard", _on_off, "no letters of a writing system (Cyrillic, "
                        "CJK, ...) the conversation does not use (default on)"),
+    "--copy-bias": ("copy_bias", _non_negative_float, "added to the logits of the names and "
+                    "numbers of the memory notes (default 2; 0: off)"),
 }
+
 
 
 def _add_decoding_flags(parser: argparse.ArgumentParser) -> None:
@@ -334,11 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_flags(recall)
 
     bench = commands.add_parser(
-        "bench", help="benchmarks: switching, mixed batches, scale, end to end (ratios + JSON)")
+        "bench", help="benchmarks: switching, mixed batches, scale, compiled step, end to end "
+                      "(ratios + JSON)")
     bench.add_argument("benchmarks", nargs="*", metavar="BENCHMARK",
-                       help="switching, mixed-batch, scale, end-to-end (default: all)")
+                       help="switching, mixed-batch, scale, compiled-step, end-to-end "
+                            "(default: all)")
     bench.add_argument("--shape", default="gemma-270m",
-                       help="model for the first three: gemma-270m (random weights, the "
+                       help="model for all but end-to-end: gemma-270m (random weights, the "
                             "embedded model's shape; default), llama-7b, tiny, embedded")
     bench.add_argument("--layers", type=_positive_int,
                        help="shorten a random shape's layer stack (e.g. a 7B shape on a laptop)")

@@ -27,6 +27,9 @@ def default_data_dir() -> Path:
     return Path(base) / "neeko-app"
 
 
+DECODE_MODES = ("eager", "compiled")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where things live and which model runs where."""
@@ -34,6 +37,9 @@ class Settings:
     base_model: str = "embedded"  # "embedded", "tiny", or a local Hugging Face model directory
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     dtype: str = "auto"  # "auto" (bf16 on CUDA, fp32 on CPU), "float32", "bfloat16", "float16"
+    # "eager": decode steps follow the batch's shape; "compiled": one torch.compile'd step of
+    # fixed shape per batch size and length (compiled on first use: tens of seconds on a CPU)
+    decode: str = "eager"
     cache_dir: Path = field(default_factory=_default_cache)
     # The characters that come with the app; the app itself never writes there.
     characters_dir: Path = field(default_factory=lambda: _default_root() / "characters")
@@ -51,6 +57,16 @@ class Settings:
     # The most body one HTTP request may send, to either server, counted as it is read: above
     # the web app's largest upload (8 MiB) with room for the form around it.
     max_request_bytes: int = 10 * 2**20
+
+    def __post_init__(self) -> None:
+        if self.decode not in DECODE_MODES:
+            raise ValueError(f"decode (NEEKO_DECODE) must be one of {DECODE_MODES}, "
+                             f"got {self.decode!r}")
+
+    @property
+    def compile_decode(self) -> bool:
+        """Decode with the compiled fixed-shape step (`chat.static_decode`)."""
+        return self.decode == "compiled"
 
     @property
     def user_characters_dir(self) -> Path:

@@ -1,6 +1,6 @@
 """The API honours what clients send: `stop` (streamed too, across chunks), OpenAI's
 penalties, and every other field either honoured, refused with a 400, or accepted without
-effect as the README lists; SillyTavern's request bodies go through."""
+effect as docs/how-it-works.md lists; SillyTavern's request bodies go through."""
 
 from __future__ import annotations
 

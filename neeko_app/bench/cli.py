@@ -7,11 +7,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from neeko_app.bench import mixed_batch, scale, switching
+from neeko_app.bench import compiled_step, mixed_batch, scale, switching
 from neeko_app.bench.plot import write_summary_plot
 from neeko_app.bench.results import BenchResult
 
-BENCHMARKS = ("switching", "mixed-batch", "scale", "end-to-end")
+BENCHMARKS = ("switching", "mixed-batch", "scale", "compiled-step", "end-to-end")
 
 
 def _model_options(args: argparse.Namespace) -> dict:
@@ -33,6 +33,8 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], BenchResult]]:
             **batched, **({"decode_steps": 4, "prompt_tokens": 32} if quick else {}))),
         "scale": lambda: scale.run(scale.ScaleOptions(
             **batched, **({"counts": (8, 64, 256), "decode_steps": 2} if quick else {}))),
+        "compiled-step": lambda: compiled_step.run(compiled_step.CompiledStepOptions(
+            **batched, **({"decode_steps": 4, "prompt_tokens": 32} if quick else {}))),
         "end-to-end": lambda: _end_to_end(args),
     }
 

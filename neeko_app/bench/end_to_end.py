@@ -157,18 +157,24 @@ def _chat_reply(engine: ChatEngine, options: EndToEndOptions, result: BenchResul
                unit="tokens/s")
 
 
-def _throughput(engine: ChatEngine, options: EndToEndOptions, result: BenchResult) -> None:
-    """Sessions asking at once, each its own character: all tokens over the wall time."""
+def sessions_at_once(engine: ChatEngine, count: int) -> float:
+    """Tokens per second of `count` sessions asking at once, each its own character (the
+    characters in turn): all their tokens over the wall time."""
     slugs = sorted(engine.runtime.characters)
+    drafts = [(slugs[i % len(slugs)], [Turn("user", QUESTIONS[i % len(QUESTIONS)])])
+              for i in range(count)]
+    started = time.perf_counter()
+    replies = engine.replies(drafts)
+    for reply in replies:
+        reply.result()
+    return sum(r.completion_tokens for r in replies) / (time.perf_counter() - started)
+
+
+def _throughput(engine: ChatEngine, options: EndToEndOptions, result: BenchResult) -> None:
+    """Sessions asking at once: all tokens over the wall time, per count of sessions."""
     single = None
     for count in options.sessions:
-        drafts = [(slugs[i % len(slugs)], [Turn("user", QUESTIONS[i % len(QUESTIONS)])])
-                  for i in range(count)]
-        started = time.perf_counter()
-        replies = engine.replies(drafts)
-        for reply in replies:
-            reply.result()
-        rate = sum(r.completion_tokens for r in replies) / (time.perf_counter() - started)
+        rate = sessions_at_once(engine, count)
         single = single or rate
         result.add(what=f"throughput, {count} sessions at once", value=rate, unit="tokens/s",
                    x_one_session=rate / single if single else None)

@@ -1,4 +1,5 @@
-"""One figure of the saved benchmark results: switching, mixed batch, scale, throughput."""
+"""One figure of the saved benchmark results: switching, mixed batch, scale, the compiled
+step, throughput."""
 
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ from neeko_app.storage import atomic_write_bytes
 
 
 def summary_plot(results: dict[str, dict]) -> bytes:
-    """PNG of whichever of the four benchmarks are in `results` (by name)."""
-    panels = [name for name in ("switching", "mixed_batch", "scale", "end_to_end")
-              if name in results]
+    """PNG of whichever of the benchmarks are in `results` (by name)."""
+    panels = [name for name in _PANELS if name in results]
     if not panels:
         raise ValueError("no benchmark results to plot")
     columns = min(2, len(panels))
@@ -70,6 +70,15 @@ def _scale(axes, result: dict) -> None:
     axes.legend()
 
 
+def _compiled_step(axes, result: dict) -> None:
+    rows = result["rows"]
+    axes.barh([r["case"] for r in rows], [r["x_memory_limit"] for r in rows], color="#8172b3")
+    axes.invert_yaxis()
+    axes.axvline(1.0, color="black", linewidth=0.8)
+    axes.set_xlabel("decode step / memory-bound limit of the bare step")
+    axes.set_title(f"Eager and compiled, batch of {result['settings']['batch']}")
+
+
 def _end_to_end(axes, result: dict) -> None:
     rows = [r for r in result["rows"] if r["what"].startswith("throughput")]
     axes.bar([r["what"].split(", ")[1].split(" ")[0] for r in rows], [r["value"] for r in rows],
@@ -80,7 +89,7 @@ def _end_to_end(axes, result: dict) -> None:
 
 
 _PANELS = {"switching": _switching, "mixed_batch": _mixed_batch, "scale": _scale,
-           "end_to_end": _end_to_end}
+           "compiled_step": _compiled_step, "end_to_end": _end_to_end}
 
 
 def write_summary_plot(results: dict[str, dict], path: Path) -> Path:

@@ -86,7 +86,8 @@ class ChatEngine:
             raise ValueError(f"replies of {self.decoding.max_new_tokens} tokens do not fit: the "
                              f"limit is {self.max_reply_tokens} with a {self.context_tokens}-token "
                              "context")
-        self.scheduler = scheduler or BatchScheduler(runtime.model, self.tokenizer)
+        self.scheduler = scheduler or BatchScheduler(
+            runtime.model, self.tokenizer, compile_decode=runtime.settings.compile_decode)
         if self.decoding.script_guard:  # index the vocabulary now, not at the first reply
             systems_of_tokens(self.tokenizer)
         self._gate_rows: dict[tuple[str, int], GateRow] = {}

@@ -15,6 +15,7 @@ from transformers.generation.logits_process import (
     TopKLogitsWarper,
 )
 
+from neeko_app.chat.note_copy import NoteCopyBias
 from neeko_app.chat.prompt import TURN_END
 from neeko_app.chat.writing_systems import ForeignScriptBan
 
@@ -116,6 +117,8 @@ class DecodingSettings:
     presence_penalty: float = 0.0  # OpenAI's, likewise
     top_k: int = 0  # sample among this many best tokens only (0: no limit)
     stop_strings: tuple[str, ...] = ()  # the reply ends before the first of these
+    copy_bias: float = 2.0  # added to the memory notes' names and numbers (`NoteCopyBias`)
+
 
     def penalties(self, prompt_length: int, quotable: Sequence[int] = ()) -> LogitsProcessorList:
         """Repetition penalty, frequency and presence penalties and no-repeat n-grams over
@@ -144,6 +147,9 @@ class DecodingSettings:
         processors = self.penalties(len(prompt_ids), quotable)
         if self.script_guard:
             processors.append(ForeignScriptBan(tokenizer, prompt_ids))
+        if self.copy_bias and quotable:
+            processors.append(NoteCopyBias(tokenizer, quotable, len(prompt_ids), self.copy_bias))
+
         if self.top_k > 0:
             processors.append(TopKLogitsWarper(self.top_k))
         if self.temperature > 0:

@@ -3,8 +3,9 @@
 Requests wait up to `window_s` (or until `max_batch` are waiting) and are then decoded
 together: prompts left-padded with an attention mask, one gate row per request (its
 character's block, a fusion of blocks, or the bare base), a KV cache over the batch. Every
-request streams its own text and stops on its own; finished rows leave the batch. Requests
-that arrive while a batch runs form the next one.
+request streams its own text and stops on its own. Requests that arrive while a batch runs
+form the next one. The steps run eagerly (`DynamicDecoder`: finished rows leave the batch)
+or, with `compile_decode`, as one compiled step of fixed shape (`StaticDecoder`).
 """
 
 from __future__ import annotations
@@ -20,14 +21,15 @@ from dataclasses import dataclass, field
 import torch
 
 from neeko_app.chat.decoding import RowDecoder
+from neeko_app.chat.dynamic_decode import DynamicDecoder, GateRow
 from neeko_app.chat.generation import DecodingSettings, stop_token_ids
-from neeko_app.model.kv_cache import returned_cache, with_cache
+from neeko_app.chat.static_decode import StaticDecoder, cache_length, slot_count
 from neeko_app.moelora import Gate, NeekoModel
 
 log = logging.getLogger(__name__)
 
-GateRow = tuple[tuple[int, ...], tuple[float, ...]]  # (block indices, weights); () = base
 _END = object()
+KEPT_SHAPES = 3  # compiled decode steps kept (each holds a key/value cache of its shape)
 
 
 def gate_row(gate: Gate | None) -> GateRow:
@@ -122,11 +124,16 @@ class BatchScheduler:
     """Collects requests from any thread and generates them in mixed-character batches."""
 
     def __init__(self, model: NeekoModel, tokenizer, max_batch: int = 8,
-                 window_s: float = 0.02, stop_ids: Sequence[int] | None = None) -> None:
-        """`stop_ids`: tokens that end a reply (default: end of turn and end of text)."""
+                 window_s: float = 0.02, stop_ids: Sequence[int] | None = None,
+                 compile_decode: bool = False) -> None:
+        """`stop_ids`: tokens that end a reply (default: end of turn and end of text);
+        `compile_decode`: decode with a compiled step of fixed shape (`StaticDecoder`)
+        instead of eagerly."""
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self.model = model
+        self.compile_decode = compile_decode
+        self._static: dict[tuple[int, int, int], StaticDecoder] = {}
         self.tokenizer = tokenizer
         self.max_batch = max_batch
         self.window_s = window_s
@@ -218,17 +225,15 @@ class BatchScheduler:
                 >= torch.tensor([width - len(s.request.prompt_ids) for s in batch],
                                 device=device)[:, None]).long()
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        active = list(range(len(batch)))
         self.stats.batches += 1
         self.stats.batch_sizes.append(len(batch))
-        cache = None
+        gates = [s.request.gate for s in batch]
+        decoder = self._decoder(len(batch), width + max(s.request.settings.max_new_tokens
+                                                        for s in batch), gates)
+        logits = decoder.prefill(input_ids, mask, positions, gates)
+        active = list(range(len(batch)))
         while True:
-            output = self.model(input_ids, gate=self._gate([batch[i] for i in active]),
-                                attention_mask=mask, position_ids=positions,
-                                use_cache=True, logits_to_keep=1, **with_cache(cache))
             self.stats.forward_passes += 1
-            cache = returned_cache(output)
-            logits = output.logits[:, -1, :]
             tokens = []
             for slot, i in enumerate(active):
                 row, stream = rows[i], batch[i]
@@ -242,17 +247,21 @@ class BatchScheduler:
             self._generating = len(keep)
             if not keep:
                 return
-            if len(keep) < len(active):
-                index = torch.tensor(keep, device=device)
-                cache.batch_select_indices(index)
-                mask, positions = mask[index], positions[index]
-                tokens = [tokens[slot] for slot in keep]
-                active = [active[slot] for slot in keep]
-            input_ids = torch.tensor(tokens, device=device)[:, None]
-            mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
-            positions = positions[:, -1:] + 1
+            active, tokens = [active[slot] for slot in keep], [tokens[slot] for slot in keep]
+            logits = decoder.step(active, tokens)
 
-    def _gate(self, streams: list[TokenStream]) -> Gate | None:
-        if self.model.num_blocks == 0:
-            return None
-        return Gate.from_rows([s.request.gate for s in streams])
+    def _decoder(self, rows: int, tokens: int,
+                 gates: Sequence[GateRow]) -> DynamicDecoder | StaticDecoder:
+        """Today's decoder for a batch of `rows` needing `tokens` positions: eager with a
+        growing cache, or (with `compile_decode`) the compiled step of that shape, built
+        once and kept for the next batches of the same shape."""
+        if not self.compile_decode:
+            return DynamicDecoder(self.model)
+        shape = (slot_count(rows, self.max_batch), cache_length(tokens),
+                 max(1, max(len(indices) for indices, _ in gates)))
+        decoder = self._static.pop(shape, None) or StaticDecoder(self.model, *shape,
+                                                                   compiled=True)
+        self._static[shape] = decoder  # most recently used last
+        while len(self._static) > KEPT_SHAPES:
+            self._static.pop(next(iter(self._static)))
+        return decoder

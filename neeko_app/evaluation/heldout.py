@@ -218,7 +218,8 @@ def generated_replies(runtime: Runtime, requests: Sequence[GenerationRequest], b
                       ) -> tuple[list[str], list[bool]]:
     """Each request's reply as the app keeps it (ended at a full sentence when cut), and
     whether it ended its turn before the length cap; batched, `progress(done)` per reply."""
-    scheduler = BatchScheduler(runtime.model, runtime.base.tokenizer, max_batch=batch_size)
+    scheduler = BatchScheduler(runtime.model, runtime.base.tokenizer, max_batch=batch_size,
+                               compile_decode=runtime.settings.compile_decode)
     replies: list[str] = []
     ended: list[bool] = []
     try:

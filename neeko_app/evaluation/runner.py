@@ -106,7 +106,8 @@ def run_scripts(runtime: Runtime, scripts: Sequence[DialogueScript], systems: Se
     done = {r.key: r for r in log.read()}
     total = len(systems) * sum(len(t.script.exchanges[t.exchange].turns) for t in threads)
     progress(len(done), total)
-    scheduler = BatchScheduler(runtime.model, runtime.base.tokenizer, max_batch=batch_size)
+    scheduler = BatchScheduler(runtime.model, runtime.base.tokenizer, max_batch=batch_size,
+                               compile_decode=runtime.settings.compile_decode)
     try:
         for system in systems:
             depth = max(len(t.script.exchanges[t.exchange].turns) for t in threads)

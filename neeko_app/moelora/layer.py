@@ -19,6 +19,7 @@ from torch import nn
 
 from neeko_app.moelora.context import current_gate
 from neeko_app.moelora.gate import Gate
+from neeko_app.moelora.slots import GateSlots
 
 
 class MoeLoraLinear(nn.Module):
@@ -39,8 +40,10 @@ class MoeLoraLinear(nn.Module):
         self.register_buffer("lora_BT", weight.new_zeros(0, rank, self.out_features))
         self.trainable_A = nn.ParameterDict()
         self.trainable_BT = nn.ParameterDict()
+        self.slots: GateSlots | None = None  # the gate of a compiled decode step (`bind_slots`)
 
     @property
+
     def num_blocks(self) -> int:
         return self.lora_A.shape[0]
 
@@ -97,7 +100,12 @@ class MoeLoraLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         result = self.base_layer(x)
+        if torch.compiler.is_compiling():  # a compiled decode step: the gate is in its slots
+            if self.slots is None or self.num_blocks == 0:
+                return result
+            return self._through_blocks(result, x, self.slots.indices, self.slots.rank_weights)
         gate = current_gate()
+
         if gate is None or self.num_blocks == 0:
             return result
         gate = gate.for_batch(x.shape[0])
@@ -153,14 +161,22 @@ class MoeLoraLinear(nn.Module):
     def _add_gathered_blocks(self, result: torch.Tensor, x: torch.Tensor,
                              gate: Gate) -> torch.Tensor:
         """Fused path: per row, only the chosen blocks' rows of A and columns of B."""
+        weights = None if gate.unit_weights else gate.rank_weights(self.rank, x.device, x.dtype)
+        return self._through_blocks(result, x, gate.flat_indices(x.device), weights)
+
+    def _through_blocks(self, result: torch.Tensor, x: torch.Tensor, idx: torch.Tensor,
+                        rank_weights: torch.Tensor | None) -> torch.Tensor:
+        """`result` plus each row through its blocks `idx` [b * K], weighted by
+        `rank_weights` [b, 1, K*r] (None: all 1): a gather and two batched matmuls, the
+        same operations whatever the gate holds."""
         batch = x.shape[0]
-        idx = gate.flat_indices(x.device)
         a = self._gather(self.lora_A, self.trainable_A, idx, batch)  # [b, K*r, in]
         bt = self._gather(self.lora_BT, self.trainable_BT, idx, batch)  # [b, K*r, out]
         hidden = torch.bmm(x.reshape(batch, -1, self.in_features), a.transpose(1, 2))
-        if not gate.unit_weights:
-            hidden = hidden * gate.rank_weights(self.rank, x.device, x.dtype)
+        if rank_weights is not None:
+            hidden = hidden * rank_weights
         return _add_scaled(result, hidden, bt, self.scaling)
+
 
     def extra_repr(self) -> str:
         return f"rank={self.rank}, scaling={self.scaling:g}, blocks={self.num_blocks}"

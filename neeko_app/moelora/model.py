@@ -16,6 +16,7 @@ from neeko_app.moelora.config import MoeLoraConfig
 from neeko_app.moelora.context import gate_scope
 from neeko_app.moelora.gate import Gate, GatePath, fusion_gate
 from neeko_app.moelora.layer import MoeLoraLinear
+from neeko_app.moelora.slots import GateSlots
 
 
 def inject_moelora(model: nn.Module, config: MoeLoraConfig) -> list[str]:
@@ -120,7 +121,14 @@ class NeekoModel(nn.Module):
         return fusion_gate(role_embeddings.reshape(-1, self.keys.shape[1]), self.keys,
                            temperature, top_k)
 
+    def bind_slots(self, slots: GateSlots | None) -> None:
+        """Make `slots` the gate of every LoRA layer inside a compiled decode step (only
+        there: eager calls keep taking their gate as an argument)."""
+        for _, layer in self.lora_layers():
+            layer.slots = slots
+
     # ---- calls --------------------------------------------------------------------------
+
 
     def forward(self, input_ids: torch.Tensor, gate: Gate | None = None, **kwargs):
         """The base model's forward with `gate` choosing the blocks of each row."""

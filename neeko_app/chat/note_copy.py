@@ -1,0 +1,78 @@
+"""Favour the names and numbers of the memory notes while a reply is written.
+
+A 270M model with the right note in its prompt often answers beside it: "Dolabella" where
+the note says Gabinius, "Wetzlar" for Wölfl. `NoteCopyBias` adds a fixed amount to the
+logits of the tokens that begin a name or number of the notes, and to those that continue
+one once the reply has begun it, so copying the note's answer gets likelier without being
+forced. Words that only open a sentence ("The", "He") do not count as names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers.generation.logits_process import LogitsProcessor
+
+SPACE_MARKS = ("\u2581", "\u0120")  # word-start marks: SentencePiece's, byte-level BPE's
+
+SENTENCE_ENDS = (".", "!", "?", ":", "\n", "-")
+
+
+def name_runs(pieces: Sequence[str]) -> list[list[int]]:
+    """Positions of the tokens of each run of names and numbers in `pieces` (tokenizer
+    pieces): consecutive words that start with a capital not opening a sentence, or with a
+    digit, e.g. "Joseph Wölfl" or "49 BC"."""
+    runs: list[list[int]] = []
+    current: list[int] = []
+    opens_sentence = True
+    for k, piece in enumerate(pieces):
+        text = piece
+        for mark in SPACE_MARKS:
+            text = text.replace(mark, " ")
+
+        starts_word = k == 0 or text.startswith(" ") or not pieces[k - 1][-1:].isalnum()
+        word = text.strip()
+        if starts_word:
+            is_name = bool(word) and (word[0].isdigit()
+                                      or (word[0].isupper() and not opens_sentence))
+            if is_name:
+                current.append(k)
+            elif word or k + 1 >= len(pieces) or not pieces[k + 1][:1].isdigit():
+                if current:
+                    runs.append(current)
+                current = []
+        elif current and word.isalnum():
+            current.append(k)  # the rest of a word ("W", "öl", "fl"), or a digit of a number
+        if word:
+            opens_sentence = word.endswith(SENTENCE_ENDS)
+    if current:
+        runs.append(current)
+    return runs
+
+
+class NoteCopyBias(LogitsProcessor):
+    """Add `bias` to the logits of the tokens that begin a name or number of the notes
+    `notes` (token ids), and to those that follow the reply's last token inside one."""
+
+    def __init__(self, tokenizer, notes: Sequence[int], prompt_length: int, bias: float) -> None:
+        notes = list(notes)
+        runs = name_runs(tokenizer.convert_ids_to_tokens(notes))
+        self.prompt_length = prompt_length
+        self.bias = bias
+        self.starts = sorted({notes[run[0]] for run in runs})
+        follows: dict[int, set[int]] = {}
+        for run in runs:
+            for before, after in zip(run, run[1:], strict=False):
+                follows.setdefault(notes[before], set()).add(notes[after])
+        self.follows = {token: sorted(after) for token, after in follows.items()}
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores = scores.clone()
+        for row, ids in enumerate(input_ids):
+            favoured = list(self.starts)
+            if ids.numel() > self.prompt_length:
+                favoured += self.follows.get(int(ids[-1]), [])
+            if favoured:
+                scores[row, favoured] += self.bias
+        return scores
