@@ -15,6 +15,7 @@ until the batch ends, so no shape changes between steps; their tokens are ignore
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 
@@ -32,6 +33,7 @@ CACHE_STEP = 256  # cache lengths are rounded up to a multiple of this (fewer co
 # Every decoder compiles the same step function for its own shape and tensors; dynamo's
 # default of 8 compilations per function would silently turn later shapes eager.
 RECOMPILE_LIMIT = 64
+_BOUND_SLOTS = threading.Lock()  # held from binding a decoder's gate slots to its step's end
 
 
 def slot_count(rows: int, max_batch: int) -> int:
@@ -45,14 +47,16 @@ def cache_length(tokens: int) -> int:
 
 
 class StaticDecoder:
-    """Prefill and decode steps of up to `slots` rows within `cache_len` positions."""
+    """Prefill and decode steps of up to `slots` rows within `cache_len` positions, each row
+    playing up to `width` blocks; the step compiled with `torch.compile`, or eager."""
+
 
     def __init__(self, model: NeekoModel, slots: int, cache_len: int, width: int,
                  compiled: bool) -> None:
         base = model.base_model
         config = base.config
         device, dtype = model.keys.device, next(base.parameters()).dtype
-        self.model, self.slots, self.cache_len, self.width = model, slots, cache_len, width
+        self.model, self.slots, self.cache_len = model, slots, cache_len
         self.cache = Cache(layers=[StaticLayer(cache_len)
                                    for _ in range(config.num_hidden_layers)])
         self.cache.early_initialization(slots, config.num_key_value_heads, config.head_dim,
@@ -61,7 +65,6 @@ class StaticDecoder:
         self.gate = GateSlots(slots, width, model.config.rank, device, dtype)
         self.length = 0  # cache positions written (the same for every row: prompts are padded)
         self.positions = torch.zeros(slots, 1, dtype=torch.long, device=device)
-        self.compiled = compiled
         self._gate: Gate | None = None
         if compiled:
             dynamo = torch._dynamo.config
@@ -128,11 +131,11 @@ class StaticDecoder:
                 log.warning("compiling the decode step for %d rows x %d positions (once per "
                             "shape; tens of seconds on a CPU) ...", self.slots, self.cache_len)
             started = time.perf_counter()
-            self.model.bind_slots(None if self._gate is None else self.gate)
-            logits = self._compiled_step(batch, self.positions, cache_position, self.mask)
+            with _BOUND_SLOTS:  # another scheduler's decoder must not rebind them meanwhile
+                self.model.bind_slots(None if self._gate is None else self.gate)
+                logits = self._compiled_step(batch, self.positions, cache_position, self.mask)
             if not self._warm:
                 self._warm = True
                 log.warning("... compiled in %.0f s", time.perf_counter() - started)
-
         self.length += 1
         return logits[rows]
