@@ -146,7 +146,6 @@ DECODING_FLAGS = {  # flag: (DecodingSettings field, type, help)
 }
 
 
-
 def _add_decoding_flags(parser: argparse.ArgumentParser) -> None:
     for flag, (_, kind, text) in DECODING_FLAGS.items():
         parser.add_argument(flag, type=kind, help=text)

@@ -79,7 +79,7 @@ def test_the_compiled_step_is_one_graph_with_the_gate_inside(model):
     static = StaticDecoder(model, slots=4, cache_len=CACHE_STEP, width=2, compiled=False)
     input_ids, mask, positions = prompts(model, 2)
     static.prefill(input_ids, mask, positions, gate_rows(model)[1:3])
-    model.bind_slots(static.gate)
+    model.bind_slots(static.gate_slots)
     try:
         explained = torch._dynamo.explain(static._forward_step)(
             torch.zeros(4, 1, dtype=torch.long), static.positions,
@@ -104,7 +104,6 @@ def test_the_compiled_scheduler_streams_what_the_eager_one_streams(model):
         try:
             texts[compiled] = [["".join(stream) for stream in scheduler.submit_many(requests)]
                                for _ in range(2)]  # the second batch reuses the compiled step
-
             kept = len(scheduler._static)
         finally:
             scheduler.close()

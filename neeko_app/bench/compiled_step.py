@@ -92,7 +92,9 @@ def run(options: CompiledStepOptions = CompiledStepOptions()) -> BenchResult:
             {name: (lambda d=decoder, r=rows: decode_seconds(d, ids, r, options.decode_steps,
                                                              device))
              for name, (decoder, rows) in cases.items()}, options.rounds, label="decode")
-    limit = weight_bytes(neeko.base_model) / (copy_bandwidth(device) / 2)
+    read_bandwidth = copy_bandwidth(device) / 2
+    weights = weight_bytes(neeko.base_model)
+    limit = weights / read_bandwidth
     result = BenchResult("compiled_step", f"Decode step at batch {batch}: eager and compiled",
                          bench_settings(options, models), machine(device))
     for name in cases:
@@ -100,6 +102,7 @@ def run(options: CompiledStepOptions = CompiledStepOptions()) -> BenchResult:
                    x_bare_eager=paired_ratio(samples, name, BARE_EAGER),
                    x_memory_limit=statistics.median(samples[name]) / limit,
                    first_step_s=compile_seconds.get(name))
+
     def ratio(case: str, reference: str) -> str:
         return f"x{paired_ratio(samples, case, reference):.3f}"
 
@@ -111,8 +114,7 @@ def run(options: CompiledStepOptions = CompiledStepOptions()) -> BenchResult:
         f"compiled / eager: bare {ratio(BARE_COMPILED, BARE_EAGER)}, "
         f"ours {ratio(OURS_COMPILED, OURS_EAGER)}",
         f"memory-bound limit of the bare step: {limit * 1000:.2f} ms "
-        f"({weight_bytes(neeko.base_model) / 1e9:.2f} GB of weights at "
-        f"{copy_bandwidth(device) / 2e9:.1f} GB/s read)",
+        f"({weights / 1e9:.2f} GB of weights at {read_bandwidth / 1e9:.1f} GB/s read)",
         "compilation (first step of each graph): "
         + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in compile_seconds.items()),
     ]

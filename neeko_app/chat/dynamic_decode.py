@@ -24,7 +24,6 @@ def batch_gate(model: NeekoModel, rows: Sequence[GateRow]) -> Gate | None:
     return Gate.from_rows(rows)
 
 
-
 class DynamicDecoder:
     """Prefill and decode steps of one batch, eager, with a growing cache."""
 
@@ -37,8 +36,9 @@ class DynamicDecoder:
         """Start a batch (prompts left-padded, [rows, width]); last logits [rows, vocab]."""
         self.rows = list(range(input_ids.shape[0]))
         self.gate_rows = list(gate_rows)
+        self.gate = batch_gate(self.model, self.gate_rows)
         self.mask, self.positions = mask, positions[:, -1:]
-        output = self.model(input_ids, gate=batch_gate(self.model, self.gate_rows),
+        output = self.model(input_ids, gate=self.gate,
                             attention_mask=mask, position_ids=positions, use_cache=True,
                             logits_to_keep=1)
         self.cache = returned_cache(output)
@@ -55,12 +55,12 @@ class DynamicDecoder:
             self.cache.batch_select_indices(index)
             self.mask, self.positions = self.mask[index], self.positions[index]
             self.gate_rows = [self.gate_rows[k] for k in keep]
+            self.gate = batch_gate(self.model, self.gate_rows)
             self.rows = list(active)
         self.mask = torch.cat([self.mask, self.mask.new_ones(len(active), 1)], dim=1)
         self.positions = self.positions + 1
         output = self.model(torch.tensor(list(tokens), device=device)[:, None],
-                            gate=batch_gate(self.model, self.gate_rows),
-                            attention_mask=self.mask, position_ids=self.positions,
+                            gate=self.gate, attention_mask=self.mask, position_ids=self.positions,
                             use_cache=True, logits_to_keep=1, **with_cache(self.cache))
         self.cache = returned_cache(output)
         return output.logits[:, -1, :]

@@ -119,7 +119,6 @@ class DecodingSettings:
     stop_strings: tuple[str, ...] = ()  # the reply ends before the first of these
     copy_bias: float = 2.0  # added to the memory notes' names and numbers (`NoteCopyBias`)
 
-
     def penalties(self, prompt_length: int, quotable: Sequence[int] = ()) -> LogitsProcessorList:
         """Repetition penalty, frequency and presence penalties and no-repeat n-grams over
         the tokens after `prompt_length`, and no echo of the prompt's longer runs (except
@@ -149,7 +148,6 @@ class DecodingSettings:
             processors.append(ForeignScriptBan(tokenizer, prompt_ids))
         if self.copy_bias and quotable:
             processors.append(NoteCopyBias(tokenizer, quotable, len(prompt_ids), self.copy_bias))
-
         if self.top_k > 0:
             processors.append(TopKLogitsWarper(self.top_k))
         if self.temperature > 0:

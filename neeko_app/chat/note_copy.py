@@ -15,7 +15,6 @@ import torch
 from transformers.generation.logits_process import LogitsProcessor
 
 SPACE_MARKS = ("\u2581", "\u0120")  # word-start marks: SentencePiece's, byte-level BPE's
-
 SENTENCE_ENDS = (".", "!", "?", ":", "\n", "-")
 
 
@@ -30,7 +29,6 @@ def name_runs(pieces: Sequence[str]) -> list[list[int]]:
         text = piece
         for mark in SPACE_MARKS:
             text = text.replace(mark, " ")
-
         starts_word = k == 0 or text.startswith(" ") or not pieces[k - 1][-1:].isalnum()
         word = text.strip()
         if starts_word:

@@ -50,7 +50,6 @@ class StaticDecoder:
     """Prefill and decode steps of up to `slots` rows within `cache_len` positions, each row
     playing up to `width` blocks; the step compiled with `torch.compile`, or eager."""
 
-
     def __init__(self, model: NeekoModel, slots: int, cache_len: int, width: int,
                  compiled: bool) -> None:
         base = model.base_model
@@ -62,10 +61,10 @@ class StaticDecoder:
         self.cache.early_initialization(slots, config.num_key_value_heads, config.head_dim,
                                         dtype, device)
         self.mask = torch.zeros(slots, cache_len, dtype=torch.long, device=device)
-        self.gate = GateSlots(slots, width, model.config.rank, device, dtype)
+        self.gate_slots = GateSlots(slots, width, model.config.rank, device, dtype)
         self.length = 0  # cache positions written (the same for every row: prompts are padded)
         self.positions = torch.zeros(slots, 1, dtype=torch.long, device=device)
-        self._gate: Gate | None = None
+        self._eager_gate: Gate | None = None
         if compiled:
             dynamo = torch._dynamo.config
             dynamo.recompile_limit = max(dynamo.recompile_limit, RECOMPILE_LIMIT)
@@ -99,13 +98,13 @@ class StaticDecoder:
         mask[rows:, -1] = 1
         positions = torch.cat([positions, positions.new_zeros(pad, width)])
         gate = batch_gate(self.model, gate_rows)
-        self.gate.fill(gate)
-        self._gate = None if gate is None else self.gate.gate
+        self.gate_slots.fill(gate)
+        self._eager_gate = None if gate is None else self.gate_slots.gate
         self.mask.zero_()
         self.mask[:, :width] = mask
         self.positions.copy_(positions[:, -1:])
         self.length = width
-        output = self.model(input_ids, gate=self._gate,
+        output = self.model(input_ids, gate=self._eager_gate,
                             attention_mask=mask, position_ids=positions,
                             cache_position=torch.arange(width, device=mask.device),
                             use_cache=True, logits_to_keep=1, **with_cache(self.cache))
@@ -124,7 +123,7 @@ class StaticDecoder:
         self.positions += 1
         cache_position = torch.tensor([self.length], device=self.mask.device)
         if self._compiled_step is None:
-            with gate_scope(self._gate):
+            with gate_scope(self._eager_gate):
                 logits = self._forward_step(batch, self.positions, cache_position, self.mask)
         else:
             if not self._warm:
@@ -132,7 +131,7 @@ class StaticDecoder:
                             "shape; tens of seconds on a CPU) ...", self.slots, self.cache_len)
             started = time.perf_counter()
             with _BOUND_SLOTS:  # another scheduler's decoder must not rebind them meanwhile
-                self.model.bind_slots(None if self._gate is None else self.gate)
+                self.model.bind_slots(None if self._eager_gate is None else self.gate_slots)
                 logits = self._compiled_step(batch, self.positions, cache_position, self.mask)
             if not self._warm:
                 self._warm = True

@@ -43,7 +43,6 @@ class MoeLoraLinear(nn.Module):
         self.slots: GateSlots | None = None  # the gate of a compiled decode step (`bind_slots`)
 
     @property
-
     def num_blocks(self) -> int:
         return self.lora_A.shape[0]
 
@@ -105,7 +104,6 @@ class MoeLoraLinear(nn.Module):
                 return result
             return self._through_blocks(result, x, self.slots.indices, self.slots.rank_weights)
         gate = current_gate()
-
         if gate is None or self.num_blocks == 0:
             return result
         gate = gate.for_batch(x.shape[0])
@@ -176,7 +174,6 @@ class MoeLoraLinear(nn.Module):
         if rank_weights is not None:
             hidden = hidden * rank_weights
         return _add_scaled(result, hidden, bt, self.scaling)
-
 
     def extra_repr(self) -> str:
         return f"rank={self.rank}, scaling={self.scaling:g}, blocks={self.num_blocks}"

@@ -129,7 +129,6 @@ class NeekoModel(nn.Module):
 
     # ---- calls --------------------------------------------------------------------------
 
-
     def forward(self, input_ids: torch.Tensor, gate: Gate | None = None, **kwargs):
         """The base model's forward with `gate` choosing the blocks of each row."""
         with gate_scope(gate):
