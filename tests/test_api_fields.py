@@ -11,12 +11,26 @@ from pathlib import Path
 
 import openai
 import pytest
+from fastapi.testclient import TestClient
 
+from neeko_app.api import create_app
 from neeko_app.api.schemas import ChatMessage, conversation
+from neeko_app.chat.engine import ChatEngine
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.remote import RemoteScheduler
 from neeko_app.chat.scheduler import GenerationRequest
-from tests.test_api import KEY, client, engine, http, post, user  # noqa: F401  (fixtures)
+from neeko_app.memory import KnowledgeChunk
+from tests.test_api import (  # noqa: F401  (fixtures)
+    DECODING,
+    KEY,
+    RecordingMemory,
+    client,
+    endless_scheduler,
+    engine,
+    http,
+    post,
+    user,
+)
 
 HI = [{"role": "user", "content": "Hi"}]
 CAPTURED = Path(__file__).parent / "data" / "sillytavern_request.json"
@@ -76,6 +90,34 @@ def test_frequency_and_presence_penalties_change_the_reply(client):  # noqa: F81
     # the server's own repetition controls (on by default) may be turned off per request
     [unguarded], _ = ask(client, extra_body={"repetition_penalty": 1.0, "no_repeat_ngram_size": 0})
     assert unguarded != plain
+
+
+class OneNoteMemory(RecordingMemory):
+    """Memory that finds one knowledge note for every message."""
+
+    def search_knowledge(self, *args, **kwargs):
+        return [KnowledgeChunk("Ada's engine was drawn by Babbage in Marylebone.", "fact")]
+
+
+def test_copy_bias_is_set_per_request_and_favours_the_notes_names(engine):  # noqa: F811
+    noted = ChatEngine(engine.runtime, OneNoteMemory(), DECODING,
+                       scheduler=endless_scheduler(engine.runtime))
+    try:
+        http = TestClient(create_app(noted))
+        replies = {}
+        for bias in (0.0, 10.0):
+            body = {"model": "ada", "messages": user(), "temperature": 0, "max_tokens": 6,
+                    "copy_bias": bias}
+            response = post(http, body)
+            assert response.status_code == 200, response.text
+            replies[bias] = response.json()["choices"][0]["message"]["content"]
+        assert post(http, {"model": "ada", "messages": user(), "copy_bias": -1}
+                    ).status_code == 400
+    finally:
+        noted.close()
+    assert replies[0.0] != replies[10.0]
+    # the tiny model spells letter by letter: a strong bias starts a note name, then goes on
+    assert replies[10.0][:2] in ("Ba", "Ma"), replies
 
 
 def test_every_field_sillytavern_sends_is_accepted(http):  # noqa: F811

@@ -233,6 +233,22 @@ def test_a_fact_is_found_by_the_questions_that_ask_for_it(tmp_path: Path,
     assert store.search_knowledge("isaac", ASKED, k=1)[0].text == TWINS.text
 
 
+def test_a_rare_word_of_the_question_lifts_the_note_that_holds_it(store: MemoryStore) -> None:
+    """By the embeddings alone the landing at Pelousion is nearer "who plotted the murder";
+    the rare word "murder" puts the plotter's note first."""
+    plotter = "Theodotus of Chios, a tutor of Ptolemy XIII, devised the plan to murder Pompey."
+    landing = "Pompey was killed by his own former soldiers as he stepped ashore at Pelousion."
+    store.index_character("cleo", [KnowledgeChunk(plotter, "fact"),
+                                   KnowledgeChunk(landing, "fact"),
+                                   KnowledgeChunk("Caesar wept at the sight of Pompey's head.",
+                                                  "fact")])
+    asked = "Who plotted the murder of Pompey?"
+    assert store.lexical_weight > 0
+    assert store.search_knowledge("cleo", asked, k=1)[0].text == plotter
+    store.lexical_weight = 0.0
+    assert store.search_knowledge("cleo", asked, k=1)[0].text == landing
+
+
 # Conversation memory
 
 

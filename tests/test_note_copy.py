@@ -29,8 +29,8 @@ def test_names_and_numbers_of_the_notes_are_found_but_not_sentence_openers(embed
 def test_the_bias_favours_starting_and_then_finishing_a_note_name(embedded_base):
     tokenizer = embedded_base.tokenizer
     notes = tokenizer(NOTES, add_special_tokens=False).input_ids
-    prompt = tokenizer("Who faced you?", add_special_tokens=False).input_ids
-    bias = NoteCopyBias(tokenizer, notes, len(prompt), 2.0)
+    prompt = notes + tokenizer("\n\nWho faced you?", add_special_tokens=False).input_ids
+    bias = NoteCopyBias(tokenizer, notes, prompt, 2.0)
     w, rest = tokenizer(" Wölfl", add_special_tokens=False).input_ids[:2]
     scores = torch.zeros(1, len(tokenizer))
     at_start = bias(torch.tensor([prompt]), scores)[0]
@@ -39,6 +39,25 @@ def test_the_bias_favours_starting_and_then_finishing_a_note_name(embedded_base)
     after_w = bias(torch.tensor([prompt + [w]]), scores)[0]
     assert after_w[rest] == 2.0  # once begun, the note's continuation is favoured
     assert bias(torch.tensor([prompt]), scores)[0].sum() > 0 and scores.sum() == 0  # no in-place
+
+
+def test_names_the_prompt_already_holds_outside_the_notes_are_not_favoured(embedded_base):
+    tokenizer = embedded_base.tokenizer
+    notes = tokenizer(NOTES, add_special_tokens=False).input_ids
+    question = "\n\nWho faced you at Baron Wetzlar's, the year after the Rubicon story?"
+    prompt = notes + tokenizer(question, add_special_tokens=False).input_ids
+    scores = bias_at_start(NoteCopyBias(tokenizer, notes, prompt, 2.0), prompt, tokenizer)
+    first = {word: tokenizer(f" {word}", add_special_tokens=False).input_ids[0]
+             for word in ("Baron", "Rubicon", "Wölfl")}
+    assert scores[first["Baron"]] == 0.0 and scores[first["Rubicon"]] == 0.0  # asked already
+    assert scores[first["Wölfl"]] == 2.0  # what the notes add
+    alone = tokenizer("\n\nWho faced you?", add_special_tokens=False).input_ids
+    scores = bias_at_start(NoteCopyBias(tokenizer, notes, notes + alone, 2.0), prompt, tokenizer)
+    assert scores[first["Baron"]] == 2.0 and scores[first["Rubicon"]] == 2.0
+
+
+def bias_at_start(bias: NoteCopyBias, prompt: list[int], tokenizer) -> torch.Tensor:
+    return bias(torch.tensor([prompt]), torch.zeros(1, len(tokenizer)))[0]
 
 
 def test_the_bias_is_on_by_default_only_where_there_are_notes(embedded_base):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from neeko_app.characters.card_text import first_sentence
 from neeko_app.cli import main
 from neeko_app.config import Settings
 from neeko_app.evaluation.cli_quiz import merged
@@ -27,10 +28,10 @@ FACTS = {"miller": ("The miller's mill stands on the river Wend.", "Wend"),
 
 
 def answer(system: str, correct: bool, identified: str | None = "miller",
-           first_person: bool = True, copied: int = 0, character: str = "miller"
-           ) -> QuizAnswer:
+           first_person: bool = True, copied: int = 0, character: str = "miller",
+           first: bool | None = None) -> QuizAnswer:
     return QuizAnswer(character, system, "q", "Where?", "reply", correct, identified,
-                      first_person, copied, 0.5)
+                      first_person, copied, 0.5, correct if first is None else first)
 
 
 def test_in_role_needs_identification_first_person_and_no_recited_card():
@@ -57,6 +58,17 @@ def test_report_measures_per_system_and_character():
     assert "| **overall** | 0.67 | 0.00 |" in table
     again = QuizReport.from_dict(json.loads(json.dumps(report.to_dict())))
     assert again.answers == report.answers
+
+
+def test_answered_first_counts_only_answers_in_the_first_sentence():
+    report = QuizReport(["miller"], [answer("blocks", True, first=False),
+                                     answer("blocks", True), answer("blocks", False)])
+    assert report.accuracy("blocks") == pytest.approx(2 / 3)
+    assert report.answered_first_rate("blocks") == pytest.approx(1 / 3)
+    assert "| answered in the first sentence | 0.33 |" in format_quiz_report(report)
+    old = QuizReport.from_dict({"characters": ["miller"], "answers": [
+        {k: v for k, v in vars(answer("blocks", True)).items() if k != "answered_first"}]})
+    assert old.answered_first_rate("blocks") is None  # a report from before: not a zero
 
 
 def test_a_later_run_joins_the_report_and_replaces_only_its_own_systems():
@@ -147,6 +159,8 @@ def test_quiz_cli_reports_before_and_after_in_one_file(quiz_settings, tmp_path, 
     assert all(replies[("blocks@before", slug)] == replies[("blocks", slug)] for slug in FACTS)
     for a in report["answers"]:
         assert a["correct"] == (FACTS[a["character"]][1].lower() in a["reply"].lower())
+        assert a["answered_first"] == (a["correct"] and FACTS[a["character"]][1].lower()
+                                       in first_sentence(a["reply"], limit=None).lower())
     assert "Fact quiz accuracy" in capsys.readouterr().out
 
 

@@ -69,6 +69,7 @@ class BaseRequest(BaseModel):
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     repetition_penalty: float | None = Field(default=None, gt=0, le=10)  # vLLM's
     no_repeat_ngram_size: StrictInt | None = Field(default=None, ge=0, le=64)  # ours
+    copy_bias: float | None = Field(default=None, ge=0, le=10)  # ours: `NoteCopyBias`
     logit_bias: dict[str, float] | None = None  # refused unless empty
     user: str | None = None
 

@@ -147,7 +147,7 @@ class DecodingSettings:
         if self.script_guard:
             processors.append(ForeignScriptBan(tokenizer, prompt_ids))
         if self.copy_bias and quotable:
-            processors.append(NoteCopyBias(tokenizer, quotable, len(prompt_ids), self.copy_bias))
+            processors.append(NoteCopyBias(tokenizer, quotable, prompt_ids, self.copy_bias))
         if self.top_k > 0:
             processors.append(TopKLogitsWarper(self.top_k))
         if self.temperature > 0:

@@ -4,11 +4,14 @@ A 270M model with the right note in its prompt often answers beside it: "Dolabel
 the note says Gabinius, "Wetzlar" for Wölfl. `NoteCopyBias` adds a fixed amount to the
 logits of the tokens that begin a name or number of the notes, and to those that continue
 one once the reply has begun it, so copying the note's answer gets likelier without being
-forced. Words that only open a sentence ("The", "He") do not count as names.
+forced. Words that only open a sentence ("The", "He") do not count as names, and a name
+the prompt already holds outside the notes (the question's "Baron Wetzlar", the
+character's own name) is not favoured: the answer is what the notes add.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import torch
@@ -25,11 +28,11 @@ def name_runs(pieces: Sequence[str]) -> list[list[int]]:
     runs: list[list[int]] = []
     current: list[int] = []
     opens_sentence = True
-    for k, piece in enumerate(pieces):
-        text = piece
-        for mark in SPACE_MARKS:
-            text = text.replace(mark, " ")
-        starts_word = k == 0 or text.startswith(" ") or not pieces[k - 1][-1:].isalnum()
+    texts = list(pieces)
+    for mark in SPACE_MARKS:
+        texts = [text.replace(mark, " ") for text in texts]
+    for k, text in enumerate(texts):
+        starts_word = k == 0 or text.startswith(" ") or not texts[k - 1][-1:].isalnum()
         word = text.strip()
         if starts_word:
             is_name = bool(word) and (word[0].isdigit()
@@ -49,14 +52,29 @@ def name_runs(pieces: Sequence[str]) -> list[list[int]]:
     return runs
 
 
+def said_elsewhere(run_text: str, prompt_text: str, notes_text: str) -> bool:
+    """Whether every word of a notes name run occurs more often in the prompt than in the
+    notes, i.e. the prompt already holds it outside them (the question, the header)."""
+    words = re.findall(r"\w+", run_text)
+    return bool(words) and all(
+        len(re.findall(rf"\b{re.escape(word)}\b", prompt_text))
+        > len(re.findall(rf"\b{re.escape(word)}\b", notes_text)) for word in words)
+
+
 class NoteCopyBias(LogitsProcessor):
     """Add `bias` to the logits of the tokens that begin a name or number of the notes
-    `notes` (token ids), and to those that follow the reply's last token inside one."""
+    `notes` (token ids) that the rest of the prompt `prompt_ids` does not already hold, and
+    to those that follow the reply's last token inside one."""
 
-    def __init__(self, tokenizer, notes: Sequence[int], prompt_length: int, bias: float) -> None:
+    def __init__(self, tokenizer, notes: Sequence[int], prompt_ids: Sequence[int],
+                 bias: float) -> None:
         notes = list(notes)
-        runs = name_runs(tokenizer.convert_ids_to_tokens(notes))
-        self.prompt_length = prompt_length
+        pieces = tokenizer.convert_ids_to_tokens(notes)
+        prompt_text, notes_text = tokenizer.decode(list(prompt_ids)), tokenizer.decode(notes)
+        runs = [run for run in name_runs(pieces) if not said_elsewhere(
+            tokenizer.convert_tokens_to_string([pieces[k] for k in run]), prompt_text,
+            notes_text)]
+        self.prompt_length = len(prompt_ids)
         self.bias = bias
         self.starts = sorted({notes[run[0]] for run in runs})
         follows: dict[int, set[int]] = {}

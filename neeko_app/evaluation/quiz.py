@@ -4,6 +4,8 @@ Each character answers its `quiz.jsonl` questions, one fresh conversation per qu
 through each system of `evaluation.systems`. A reply is scored on
 
 - **accuracy**: the question's answer pattern is found in it;
+- **answered first**: the pattern is found in its first sentence, the stricter reading (a
+  reply that names many things, or the answer late after a wrong one, does not count);
 - **in role**: it is identified as its own character by the nearest-profile test, *and*
   it speaks in the first person, *and* it copies no run of `COPY_WORDS` words of the card
   (reciting the card wins the identification test but is not role-play);
@@ -24,6 +26,7 @@ from pathlib import Path
 import torch
 
 from neeko_app.characters.card import Character
+from neeko_app.characters.card_text import first_sentence
 from neeko_app.characters.facts import FACTS_FILE, QUIZ_FILE, QuizQuestion, load_facts, load_quiz
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.evaluation.heldout import decoding_of_reply, generated_replies
@@ -58,6 +61,7 @@ class QuizAnswer:
     first_person: bool
     copied_card_words: int
     relevance: float
+    answered_first: bool | None = None  # None in reports written before 2026-12-05
 
     @property
     def in_role(self) -> bool:
@@ -84,6 +88,14 @@ class QuizReport:
         """Share of quiz questions answered right."""
         return _mean([a.correct for a in self._picked(system, character)])
 
+    def answered_first_rate(self, system: str, character: str | None = None) -> float | None:
+        """Share of quiz questions answered in the reply's first sentence (None for a
+        report written before this was recorded)."""
+        picked = self._picked(system, character)
+        if any(a.answered_first is None for a in picked):
+            return None
+        return _mean([a.answered_first for a in picked])
+
     def in_role_rate(self, system: str, character: str | None = None) -> float | None:
         """Share of replies in role (see the module docstring)."""
         return _mean([a.in_role for a in self._picked(system, character)])
@@ -98,7 +110,8 @@ class QuizReport:
         return _mean([a.identified_as == a.character for a in self._picked(system, character)])
 
     def to_dict(self) -> dict:
-        measures = {"accuracy": self.accuracy, "in_role": self.in_role_rate,
+        measures = {"accuracy": self.accuracy, "answered_first": self.answered_first_rate,
+                    "in_role": self.in_role_rate,
                     "relevance": self.relevance, "role_identification": self.role_identification}
         return {
             "characters": self.characters,
@@ -167,7 +180,8 @@ def run_quiz(runtime: Runtime, slugs: Sequence[str], systems: Sequence[str] = QU
         report.answers += [
             QuizAnswer(c.slug, name, q.id, q.question, reply, q.is_answered_by(reply),
                        cast[k].slug if k >= 0 else None, speaks_in_first_person(reply),
-                       copied_card_words(reply, c), score)
+                       copied_card_words(reply, c), score,
+                       q.is_answered_by(first_sentence(reply, limit=None)))
             for (c, q), reply, k, score in zip(quizzes, replies, nearest, scores, strict=True)]
     report.seconds = time.perf_counter() - started
     return report
@@ -198,6 +212,7 @@ def format_quiz_report(report: QuizReport) -> str:
                      + " | ".join(_cell(report.accuracy(s, name)) for s in systems) + " |")
     lines += ["", "Headline measures (all quiz replies)", "", *head("measure")]
     for title, measure in (("fact quiz accuracy", report.accuracy),
+                           ("answered in the first sentence", report.answered_first_rate),
                            (f"in role (identified, first person, < {COPY_WORDS} card words)",
                             report.in_role_rate),
                            ("relevance (question-reply cosine)", report.relevance),

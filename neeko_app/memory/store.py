@@ -25,6 +25,7 @@ from neeko_app.characters.card import validate_slug
 from neeko_app.memory.chunks import KnowledgeChunk
 from neeko_app.memory.client import open_client
 from neeko_app.memory.embeddings import MiniLMEmbeddings
+from neeko_app.memory.lexical import overlap, rarity, words
 from neeko_app.memory.validation import (
     validate_collection_name,
     validate_count,
@@ -37,6 +38,7 @@ CONVERSATION_COLLECTION = "neeko-conversations"
 # MiniLM vectors are unit length: cosine distance ranks like similarity.
 _COLLECTION_CONFIGURATION: Any = {"hnsw": {"space": "cosine"}}
 QUESTION_KIND = "question"  # a knowledge entry that is a way of asking for a chunk
+LEXICAL_WEIGHT = 0.25  # weight of the shared rare words in a knowledge score (`lexical`)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class MemoryStore:
     ) -> None:
         embeddings = embeddings or MiniLMEmbeddings()
         self._embeddings = embeddings
+        self.lexical_weight = LEXICAL_WEIGHT
         self._query_vector = functools.lru_cache(maxsize=16)(self._embed_query)
         self._knowledge, self._conversations = (
             Chroma(
@@ -118,19 +121,25 @@ class MemoryStore:
     def search_knowledge(self, slug: str, query: str, k: int = 4) -> list[KnowledgeChunk]:
         """The `k` chunks of character `slug` most relevant to `query`, best first. A chunk
         scores the cosine of its text to the query plus that of its closest question (of
-        its text again when it has none); equal texts count once."""
+        its text again when it has none), plus `self.lexical_weight` times the share of the
+        query's rare words its text and questions hold (`lexical.overlap`); equal texts
+        count once."""
         query, k = validate_text(query, "query"), validate_count(k, "k", 1)
         found, cosines = self._scored(self._knowledge, {"character": validate_slug(slug)}, query)
         chunks: dict[int, tuple[KnowledgeChunk, float]] = {}
         closest_question: dict[int, float] = {}
+        vocabulary: dict[int, frozenset[str]] = {}
         for document, metadata, cosine in zip(found["documents"], found["metadatas"],
                                               cosines.tolist(), strict=True):
+            position = metadata["answers" if metadata["kind"] == QUESTION_KIND else "position"]
+            vocabulary[position] = vocabulary.get(position, frozenset()) | words(document)
             if metadata["kind"] == QUESTION_KIND:
-                answers = metadata["answers"]
-                closest_question[answers] = max(cosine, closest_question.get(answers, cosine))
+                closest_question[position] = max(cosine, closest_question.get(position, cosine))
             else:
-                chunks[metadata["position"]] = (KnowledgeChunk(document, metadata["kind"]), cosine)
+                chunks[position] = (KnowledgeChunk(document, metadata["kind"]), cosine)
+        weights, asked = rarity(vocabulary.values()), words(query)
         scores = {position: cosine + closest_question.get(position, cosine)
+                  + self.lexical_weight * overlap(asked, vocabulary[position], weights)
                   for position, (_, cosine) in chunks.items()}
         best: dict[str, KnowledgeChunk] = {}
         for position in sorted(scores, key=lambda p: (-scores[p], p)):

@@ -6,26 +6,38 @@ recall exchanges (and every `--replay`-th dialogue), quizzed after every epoch.
 
 Unlike `quiz_curve.py` (a fresh block on all the data), the block starts from the one
 shipped in `characters/<slug>/`. Before training and after every epoch the character's quiz
-is put to `--systems` (greedy) and a row is written to the JSON; the weights of every epoch
-are saved beside it (`<out stem>/epoch-<n>/<slug>/block.safetensors`, not committed); the
-characters folder is untouched. `--notes-every 1` trains every knowledge exchange with the
-notes memory retrieves for it.
+is put to `--systems` (greedy) and a row is written to the JSON; the characters folder is
+untouched. The weights of the epochs are not kept: the first version saved them with
+`save_block`, which reads the committed blocks, so it wrote the shipped block every time
+(found 2026-12-05; the quiz rows were right, they use the weights being trained).
+`--notes-every 1` trains every knowledge exchange with the notes memory retrieves for it.
+`--answer-words N` (added 2026-12-05, later) cuts every knowledge reply after the first
+sentence that brings it to N words, so an epoch spends its tokens on the answers rather
+than on their colour (from a copy of the character's folder).
+Each row also has `blocks_seen`: for every quiz question, the first single-fact knowledge
+exchange of the same fact asks its own (trained) question of the blocks alone, scored with
+the quiz's answer pattern; so a row tells facts memorised from facts found on demand.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import shutil
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from neeko_app.characters.facts import KNOWLEDGE_FILE
 from neeko_app.config import Settings
-from neeko_app.evaluation.quiz import run_quiz
+from neeko_app.evaluation.heldout import generated_replies
+from neeko_app.evaluation.quiz import GREEDY, character_quiz, run_quiz
+from neeko_app.evaluation.systems import system_request
 from neeko_app.memory.scratch import scratch_knowledge
-from neeko_app.moelora.persistence import save_block
 from neeko_app.runtime import load_runtime
 from neeko_app.storage import atomic_write_json
 from neeko_app.training.knowledge_data import knowledge_examples
@@ -33,37 +45,86 @@ from neeko_app.training.trainer import EXPANSION_TRAINING, Progress, run_trainin
 from neeko_app.training.workflows import examples_for
 
 
+def cut_reply(text: str, words: int) -> str:
+    """`text` up to the end of the first sentence that brings it to `words` words."""
+    kept = ""
+    for sentence in re.split(r"(?<=[.!?])\s+", text.strip()):
+        kept = f"{kept} {sentence}".strip()
+        if len(kept.split()) >= words:
+            break
+    return kept
+
+
+def answers_only(character, words: int, into: Path):
+    """`character` with its folder copied to `into` and its knowledge replies cut."""
+    folder = Path(shutil.copytree(character.folder, into / character.slug))
+    path = folder / "knowledge.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for record in records:
+        for turn in record["turns"]:
+            if turn["role"] == "character":
+                turn["text"] = cut_reply(turn["text"], words)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return replace(character, folder=folder)
+
+
+def seen_questions(folder: Path) -> dict[str, str]:
+    """fact id -> the user message of its first single-fact, one-exchange knowledge record."""
+    found: dict[str, str] = {}
+    for line in (folder / KNOWLEDGE_FILE).read_text().splitlines():
+        record = json.loads(line) if line.strip() else None
+        if record and len(record["facts"]) == 1 and len(record["turns"]) == 2:
+            found.setdefault(record["facts"][0], record["turns"][0]["text"])
+    return found
+
+
+def seen_accuracy(runtime, character) -> float:
+    """Share of quiz facts the blocks alone answer when asked a trained question."""
+    seen = seen_questions(character.folder)
+    asked = [(q, seen[q.fact]) for q in character_quiz(character) if q.fact in seen]
+    requests = [system_request("blocks", runtime, character, [], text, None, GREEDY)[1]
+                for _, text in asked]
+    replies, _ = generated_replies(runtime, requests, 8)
+    return sum(q.is_answered_by(r) for (q, _), r in zip(asked, replies, strict=True)) / len(asked)
+
+
 def drill(settings: Settings, slug: str, epochs: int, lr: float, batch_size: int,
           replay: int, notes_every: int, systems: tuple[str, ...], out: Path,
-          skip_start_quiz: bool = False) -> list[dict]:
-    """Train `slug`'s shipped block on for `epochs`, quizzing it after each."""
+          skip_start_quiz: bool = False, answer_words: int = 0,
+          quiz_every: int = 1) -> list[dict]:
+    """Train `slug`'s shipped block on for `epochs`, quizzing it after every `quiz_every`."""
     runtime = load_runtime(settings)
     model, tokenizer = runtime.model, runtime.base.tokenizer
     character = runtime.character(slug)
     config = replace(EXPANSION_TRAINING, epochs=epochs, lr=lr, batch_size=batch_size, bf16=True)
-    examples = knowledge_examples(character, tokenizer, config.max_tokens, notes_every)
+    with tempfile.TemporaryDirectory() as scratch:
+        source = answers_only(character, answer_words, Path(scratch)) if answer_words \
+            else character
+        examples = knowledge_examples(source, tokenizer, config.max_tokens, notes_every)
     if replay:
         examples += examples_for([character], tokenizer, config.max_tokens)[::replay]
     rows: list[dict] = []
     summary = {"character": slug, "lr": lr, "batch_size": batch_size, "replay": replay,
-               "notes_every": notes_every, "examples": len(examples), "rows": rows}
+               "notes_every": notes_every, "answer_words": answer_words,
+               "examples": len(examples), "tokens": sum(len(e.input_ids) for e in examples),
+               "rows": rows}
     with scratch_knowledge([character]) as memory:
         def quiz(epoch: int, loss: float | None, seconds: float) -> None:
             model.eval()
             started = time.perf_counter()
             report = run_quiz(runtime, [slug], systems, memory=memory)
+            seen = seen_accuracy(runtime, character)
             model.train()
             row = {"epoch": epoch, "loss": loss, "train_seconds": seconds,
                    "quiz_seconds": time.perf_counter() - started,
-                   **{s: report.accuracy(s) for s in systems}}
+                   **{s: report.accuracy(s) for s in systems}, "blocks_seen": seen}
             rows.append(row)
             print(json.dumps(row), flush=True)
             atomic_write_json(out, summary)
 
         def on_progress(progress: Progress) -> None:
-            if progress.step * epochs % progress.total == 0:
-                save_block(model, slug, out.parent / out.stem / f"epoch-{progress.epoch}" / slug
-                           / "block.safetensors", runtime.base.model_id)
+            if progress.step * epochs % progress.total == 0 and (
+                    progress.epoch % quiz_every == 0 or progress.epoch == epochs):
                 quiz(progress.epoch, progress.loss, progress.seconds)
 
         if not skip_start_quiz:
@@ -86,11 +147,15 @@ def main() -> None:
     parser.add_argument("--systems", nargs="+", default=["blocks", "blocks+memory"])
     parser.add_argument("--skip-start-quiz", action="store_true",
                         help="no quiz before training (the shipped block's is known)")
+    parser.add_argument("--answer-words", type=int, default=0,
+                        help="cut knowledge replies after the sentence reaching N words")
+    parser.add_argument("--quiz-every", type=int, default=1, help="quiz every N epochs")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.manual_seed(0)
     drill(Settings.from_env(), args.character, args.epochs, args.lr, args.batch_size,
-          args.replay, args.notes_every, tuple(args.systems), args.out, args.skip_start_quiz)
+          args.replay, args.notes_every, tuple(args.systems), args.out, args.skip_start_quiz,
+          args.answer_words, args.quiz_every)
 
 
 if __name__ == "__main__":
