@@ -19,9 +19,9 @@ WORD = re.compile(r"[^\W_]+")
 
 @functools.lru_cache(maxsize=16384)
 def words(text: str) -> frozenset[str]:
-    """The lower-cased words of `text` (letters and digits; a possessive 's is dropped)."""
-    return frozenset(word for word in WORD.findall(text.lower().replace("'s ", " "))
-                     if len(word) > 1)
+    """The lower-cased words of two or more letters or digits in `text` (so the "s" of a
+    possessive falls away)."""
+    return frozenset(word for word in WORD.findall(text.lower()) if len(word) > 1)
 
 
 def rarity(documents: Iterable[frozenset[str]]) -> dict[str, float]:
