@@ -14,9 +14,10 @@ untouched. The weights of the epochs are not kept: the first version saved them 
 `--answer-words N` (added 2026-12-05, later) cuts every knowledge reply after the first
 sentence that brings it to N words, so an epoch spends its tokens on the answers rather
 than on their colour (from a copy of the character's folder).
-Each row also has `blocks_seen`: for every quiz question, the first single-fact knowledge
-exchange of the same fact asks its own (trained) question of the blocks alone, scored with
-the quiz's answer pattern; so a row tells facts memorised from facts found on demand.
+Each row also has `blocks_seen`: for every quiz question, the first knowledge exchange of
+the same fact (`fact_questions`; for the shipped characters always a one-exchange record of
+that fact alone) asks its own (trained) question of the blocks alone, scored with the
+quiz's answer pattern; so a row tells facts memorised from facts found on demand.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from neeko_app.characters.facts import KNOWLEDGE_FILE
+from neeko_app.characters.facts import fact_questions
 from neeko_app.config import Settings
 from neeko_app.evaluation.heldout import generated_replies
 from neeko_app.evaluation.quiz import GREEDY, character_quiz, run_quiz
@@ -68,20 +69,10 @@ def answers_only(character, words: int, into: Path):
     return replace(character, folder=folder)
 
 
-def seen_questions(folder: Path) -> dict[str, str]:
-    """fact id -> the user message of its first single-fact, one-exchange knowledge record."""
-    found: dict[str, str] = {}
-    for line in (folder / KNOWLEDGE_FILE).read_text().splitlines():
-        record = json.loads(line) if line.strip() else None
-        if record and len(record["facts"]) == 1 and len(record["turns"]) == 2:
-            found.setdefault(record["facts"][0], record["turns"][0]["text"])
-    return found
-
-
 def seen_accuracy(runtime, character) -> float:
     """Share of quiz facts the blocks alone answer when asked a trained question."""
-    seen = seen_questions(character.folder)
-    asked = [(q, seen[q.fact]) for q in character_quiz(character) if q.fact in seen]
+    seen = fact_questions(character.folder)
+    asked = [(q, seen[q.fact][0]) for q in character_quiz(character) if q.fact in seen]
     requests = [system_request("blocks", runtime, character, [], text, None, GREEDY)[1]
                 for _, text in asked]
     replies, _ = generated_replies(runtime, requests, 8)

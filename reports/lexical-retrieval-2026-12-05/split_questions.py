@@ -51,11 +51,11 @@ def main() -> None:
         halves.index_character(slug, [replace(c, questions=c.questions[::2]) for c in chunks])
         split[slug] = [(q, c.text) for c in chunks for q in c.questions[1::2]]
         if (character.folder / QUIZ_FILE).is_file():
-            facts = {f.id: f.fact.strip() for f in load_facts(character.folder / FACTS_FILE)}
+            sheet = load_facts(character.folder / FACTS_FILE)
+            facts = {f.id: f.fact.strip() for f in sheet}
             notes = {c.text.strip() for c in chunks}
             quiz[slug] = [(q.question, facts[q.fact]) for q in
-                          load_quiz(character.folder / QUIZ_FILE, load_facts(
-                              character.folder / FACTS_FILE)) if facts[q.fact] in notes]
+                          load_quiz(character.folder / QUIZ_FILE, sheet) if facts[q.fact] in notes]
     for weight in weights:
         halves.lexical_weight = full.lexical_weight = weight
         for name, store, sets in (("held-back questions", halves, split),

@@ -14,18 +14,17 @@ import sys
 from pathlib import Path
 
 from neeko_app.characters.card_text import first_sentence
-from neeko_app.characters.facts import FACTS_FILE, QUIZ_FILE, load_facts, load_quiz
+from neeko_app.characters.facts import QUIZ_FILE
+from neeko_app.characters.registry import discover_characters
 from neeko_app.config import Settings
+from neeko_app.evaluation.quiz import character_quiz
 
 
 def questions() -> dict:
     """Every shipped quiz question by id."""
-    found = {}
-    for folder in sorted(Settings().characters_dir.iterdir()):
-        if (folder / QUIZ_FILE).is_file():
-            facts = load_facts(folder / FACTS_FILE)
-            found |= {q.id: q for q in load_quiz(folder / QUIZ_FILE, facts)}
-    return found
+    characters = discover_characters(Settings().characters_dir).characters.values()
+    return {q.id: q for c in characters if (c.folder / QUIZ_FILE).is_file()
+            for q in character_quiz(c)}
 
 
 def main() -> None:
