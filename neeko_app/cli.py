@@ -143,6 +143,9 @@ DECODING_FLAGS = {  # flag: (DecodingSettings field, type, help)
                        "CJK, ...) the conversation does not use (default on)"),
     "--copy-bias": ("copy_bias", _non_negative_float, "added to the logits of the names and "
                     "numbers of the memory notes (default 2; 0: off)"),
+    "--opening-temperature": ("opening_temperature", _non_negative_float, "the reply's first "
+                              "sentence, where the answer goes, is sampled at most this hot "
+                              "(default 0.3; 0: at --temperature throughout)"),
 }
 
 

@@ -232,3 +232,13 @@ def test_top_p_zero_keeps_only_the_likeliest_token(client):  # noqa: F811
     sampled = client.chat.completions.create(model="ada", messages=HI, temperature=1.5,
                                              top_p=0.0, max_tokens=16, seed=3)
     assert [sampled.choices[0].message.content] == ask(client)[0]
+
+
+def test_opening_temperature_is_set_per_request(client):  # noqa: F811
+    [greedy], _ = ask(client, max_tokens=6)
+    hot = {"temperature": 1.5, "seed": 3, "max_tokens": 6}
+    replies = {opening: client.chat.completions.create(
+        model="ada", messages=HI, extra_body={"opening_temperature": opening}, **hot
+    ).choices[0].message.content for opening in (0, 0.001)}
+    # no full stop comes in six tokens: an opening this cool decodes the whole reply greedily
+    assert replies[0.001] == greedy != replies[0], (greedy, replies)

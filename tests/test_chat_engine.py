@@ -67,18 +67,21 @@ def test_a_fact_from_turn_2_is_retrieved_into_the_prompt_at_turn_30(runtime, mem
             say(engine, session, line)
         [reply] = engine.send(session, "What was my sister called again, the one with bees?")
         reply.result()
+        [about_ada] = engine.send(session, "Tell me about your horses.")
+        about_ada.result()
     finally:
         engine.close()
     prompt = reply.prompt
     assert prompt.first_turn > 2 and all(HYPATIA not in t.text for t in prompt.history)
     assert 2 in [e.turn for e in reply.context.recalled]  # came back through memory
     assert HYPATIA in prompt.text
-    assert reply.context.knowledge and reply.context.knowledge[0].text in prompt.text
+    assert not reply.context.knowledge  # a question about the user's own sister: no notes
+    assert about_ada.context.knowledge[0].text in about_ada.prompt.text
     assert engine.count_tokens(prompt.text) == reply.prompt_tokens <= 900 - GREEDY.max_new_tokens
     remembered = memory.list_session(session.id)
-    assert [e.turn for e in remembered] == list(range(1, 31))
-    assert remembered[1].user_text == HYPATIA and remembered[-1].reply_text == reply.finished_text
-    assert engine.sessions.load(session.id) == session and len(session.turns) == 60
+    assert [e.turn for e in remembered] == list(range(1, 32))
+    assert remembered[1].user_text == HYPATIA and remembered[-2].reply_text == reply.finished_text
+    assert engine.sessions.load(session.id) == session and len(session.turns) == 62
 
 
 def test_regenerate_undo_edit_and_reset_keep_session_and_memory_in_step(engine, memory):

@@ -11,6 +11,7 @@ from transformers.generation.logits_process import TopPLogitsWarper
 
 from neeko_app.chat.decoding import FIRST_CANDIDATES, nucleus
 from neeko_app.chat.generation import DecodingSettings
+from neeko_app.chat.opening import OpeningTemperature
 
 
 @pytest.mark.parametrize("top_p", [0.3, 0.9, 0.95, 0.999])
@@ -101,3 +102,43 @@ def test_the_memory_notes_may_be_copied_at_any_length():
     assert int(processors(sequence, scores[None].clone())[0].argmax()) == 8
     other = settings.penalties(len(prompt), quotable=[2, 3, 4, 9])
     assert int(other(sequence, scores[None].clone())[0].argmax()) != 8
+
+
+class WordTokenizer:
+    """Token i decodes to WORDS[i]."""
+
+    WORDS = ["<p>", "The", " Rubicon", ".", " It", " was", " cold", "\n", " Dr", "!"]
+
+    def decode(self, ids, skip_special_tokens=True) -> str:
+        return "".join(self.WORDS[int(i)] for i in ids)
+
+
+@pytest.mark.parametrize("reply, opened", [
+    ([], False), ([1, 2], False), ([1, 2, 3], False),  # the full stop alone: not yet
+    ([1, 2, 3, 4], True), ([1, 7], True), ([8, 3], False), ([1, 9, 5], True),
+])
+def test_the_opening_temperature_holds_until_the_first_sentence_has_ended(reply, opened):
+    processor = OpeningTemperature(0.25, 1.0, prompt_length=1, tokenizer=WordTokenizer())
+    scores = torch.ones(1, 10)
+    out = processor(torch.tensor([[0, *reply]]), scores)
+    assert torch.equal(out, scores if opened else scores * 4)
+
+
+def test_each_row_leaves_its_opening_on_its_own_and_stays_out():
+    processor = OpeningTemperature(0.5, 0.8, prompt_length=1, tokenizer=WordTokenizer())
+    out = processor(torch.tensor([[0, 1, 2, 3, 4], [0, 1, 2, 5, 6]]), torch.ones(2, 10))
+    assert torch.allclose(out[:, 0], torch.tensor([1 / 0.8, 1 / 0.5]))
+    later = processor(torch.tensor([[0, 1], [0, 1]]), torch.ones(2, 10))  # row 0 stays opened
+    assert torch.allclose(later[:, 0], torch.tensor([1 / 0.8, 1 / 0.5]))
+
+
+def test_the_opening_temperature_applies_only_when_cooler_than_the_temperature():
+    def warpers(**settings) -> list[str]:
+        chosen = DecodingSettings(script_guard=False, **settings)
+        return [type(p).__name__ for p in chosen.logits_processors([0, 1], WordTokenizer())
+                if "Temperature" in type(p).__name__]
+
+    assert warpers(temperature=0.7, opening_temperature=0.3) == ["OpeningTemperature"]
+    assert warpers(temperature=0.7, opening_temperature=0) == ["TemperatureLogitsWarper"]
+    assert warpers(temperature=0.2, opening_temperature=0.3) == ["TemperatureLogitsWarper"]
+    assert warpers(temperature=0, opening_temperature=0.3) == []

@@ -70,6 +70,7 @@ class BaseRequest(BaseModel):
     repetition_penalty: float | None = Field(default=None, gt=0, le=10)  # vLLM's
     no_repeat_ngram_size: StrictInt | None = Field(default=None, ge=0, le=64)  # ours
     copy_bias: float | None = Field(default=None, ge=0, le=10)  # ours: `NoteCopyBias`
+    opening_temperature: float | None = Field(default=None, ge=0, le=2)  # ours
     logit_bias: dict[str, float] | None = None  # refused unless empty
     user: str | None = None
 

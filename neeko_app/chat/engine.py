@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from neeko_app.chat.about_user import character_knowledge
 from neeko_app.chat.context import (
     AssembledPrompt,
     RetrievedContext,
@@ -382,8 +383,8 @@ class ChatEngine:
             if self.memory is None or not query.strip():
                 return RetrievedContext()
             try:
-                knowledge = self.memory.search_knowledge(character, query,
-                                                         self.limits.knowledge_k)
+                knowledge = character_knowledge(self.memory, character, query,
+                                                self.limits.knowledge_k)
                 recalled = (self.memory.recall(session_id, character, query,
                                                self.limits.recall_k, before_turn,
                                                self.limits.recall_within)

@@ -16,6 +16,7 @@ from transformers.generation.logits_process import (
 )
 
 from neeko_app.chat.note_copy import NoteCopyBias
+from neeko_app.chat.opening import OpeningTemperature
 from neeko_app.chat.prompt import TURN_END
 from neeko_app.chat.writing_systems import ForeignScriptBan
 
@@ -118,6 +119,9 @@ class DecodingSettings:
     top_k: int = 0  # sample among this many best tokens only (0: no limit)
     stop_strings: tuple[str, ...] = ()  # the reply ends before the first of these
     copy_bias: float = 2.0  # added to the memory notes' names and numbers (`NoteCopyBias`)
+    # the first sentence, where the answer goes, is sampled at most this hot
+    # (`OpeningTemperature`; 0: at `temperature` throughout)
+    opening_temperature: float = 0.3
 
     def penalties(self, prompt_length: int, quotable: Sequence[int] = ()) -> LogitsProcessorList:
         """Repetition penalty, frequency and presence penalties and no-repeat n-grams over
@@ -150,7 +154,10 @@ class DecodingSettings:
             processors.append(NoteCopyBias(tokenizer, quotable, prompt_ids, self.copy_bias))
         if self.top_k > 0:
             processors.append(TopKLogitsWarper(self.top_k))
-        if self.temperature > 0:
+        if 0 < self.opening_temperature < self.temperature:
+            processors.append(OpeningTemperature(self.opening_temperature, self.temperature,
+                                                 len(prompt_ids), tokenizer))
+        elif self.temperature > 0:
             processors.append(TemperatureLogitsWarper(self.temperature))
         return processors
 

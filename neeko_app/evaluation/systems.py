@@ -20,6 +20,7 @@ from contextlib import contextmanager
 import torch
 
 from neeko_app.characters.card import Character
+from neeko_app.chat.about_user import character_knowledge
 from neeko_app.chat.context import RetrievedContext, memory_header, quotable_ids
 from neeko_app.chat.engine import ContextLimits
 from neeko_app.chat.generation import DecodingSettings
@@ -52,7 +53,7 @@ def system_context(system: str, character: Character, question: str,
         return RetrievedContext()
     if memory is None:
         raise ValueError("the blocks+memory system needs a memory store")
-    found = memory.search_knowledge(character.slug, question, ContextLimits.knowledge_k)
+    found = character_knowledge(memory, character.slug, question, ContextLimits.knowledge_k)
     return RetrievedContext(tuple(found))
 
 

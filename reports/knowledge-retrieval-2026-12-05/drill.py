@@ -13,7 +13,9 @@ untouched. The weights of the epochs are not kept: the first version saved them 
 `--notes-every 1` trains every knowledge exchange with the notes memory retrieves for it.
 `--answer-words N` (added 2026-12-05, later) cuts every knowledge reply after the first
 sentence that brings it to N words, so an epoch spends its tokens on the answers rather
-than on their colour (from a copy of the character's folder).
+than on their colour (from a copy of the character's folder). `--quiz-facts-only` (added
+2026-12-05, third session) keeps only the knowledge exchanges of the facts the quiz asks
+about, so that an epoch is short enough to run many.
 Each row also has `blocks_seen`: for every quiz question, the first knowledge exchange of
 the same fact (`fact_questions`; for the shipped characters always a one-exchange record of
 that fact alone) asks its own (trained) question of the blocks alone, scored with the
@@ -56,14 +58,19 @@ def cut_reply(text: str, words: int) -> str:
     return kept
 
 
-def answers_only(character, words: int, into: Path):
-    """`character` with its folder copied to `into` and its knowledge replies cut."""
+def answers_only(character, words: int, into: Path, quiz_facts_only: bool = False):
+    """`character` with its folder copied to `into` and its knowledge replies cut after
+    `words` words (0: kept whole); with `quiz_facts_only` only the knowledge exchanges that
+    teach a fact the quiz asks about are kept."""
+    asked = {q.fact for q in character_quiz(character)}
     folder = Path(shutil.copytree(character.folder, into / character.slug))
     path = folder / "knowledge.jsonl"
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if quiz_facts_only:
+        records = [r for r in records if asked & set(r["facts"])]
     for record in records:
         for turn in record["turns"]:
-            if turn["role"] == "character":
+            if turn["role"] == "character" and words:
                 turn["text"] = cut_reply(turn["text"], words)
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     return replace(character, folder=folder)
@@ -82,21 +89,22 @@ def seen_accuracy(runtime, character) -> float:
 def drill(settings: Settings, slug: str, epochs: int, lr: float, batch_size: int,
           replay: int, notes_every: int, systems: tuple[str, ...], out: Path,
           skip_start_quiz: bool = False, answer_words: int = 0,
-          quiz_every: int = 1) -> list[dict]:
+          quiz_every: int = 1, quiz_facts_only: bool = False) -> list[dict]:
     """Train `slug`'s shipped block on for `epochs`, quizzing it after every `quiz_every`."""
     runtime = load_runtime(settings)
     model, tokenizer = runtime.model, runtime.base.tokenizer
     character = runtime.character(slug)
     config = replace(EXPANSION_TRAINING, epochs=epochs, lr=lr, batch_size=batch_size, bf16=True)
     with tempfile.TemporaryDirectory() as scratch:
-        source = answers_only(character, answer_words, Path(scratch)) if answer_words \
-            else character
+        source = answers_only(character, answer_words, Path(scratch), quiz_facts_only) \
+            if answer_words or quiz_facts_only else character
         examples = knowledge_examples(source, tokenizer, config.max_tokens, notes_every)
     if replay:
         examples += examples_for([character], tokenizer, config.max_tokens)[::replay]
     rows: list[dict] = []
     summary = {"character": slug, "lr": lr, "batch_size": batch_size, "replay": replay,
                "notes_every": notes_every, "answer_words": answer_words,
+               "quiz_facts_only": quiz_facts_only,
                "examples": len(examples), "tokens": sum(len(e.input_ids) for e in examples),
                "rows": rows}
     with scratch_knowledge([character]) as memory:
@@ -141,12 +149,14 @@ def main() -> None:
     parser.add_argument("--answer-words", type=int, default=0,
                         help="cut knowledge replies after the sentence reaching N words")
     parser.add_argument("--quiz-every", type=int, default=1, help="quiz every N epochs")
+    parser.add_argument("--quiz-facts-only", action="store_true",
+                        help="train only the knowledge exchanges of facts the quiz asks")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.manual_seed(0)
     drill(Settings.from_env(), args.character, args.epochs, args.lr, args.batch_size,
           args.replay, args.notes_every, tuple(args.systems), args.out, args.skip_start_quiz,
-          args.answer_words, args.quiz_every)
+          args.answer_words, args.quiz_every, args.quiz_facts_only)
 
 
 if __name__ == "__main__":
