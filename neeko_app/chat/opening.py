@@ -14,7 +14,9 @@ import torch
 from transformers.generation.logits_process import LogitsProcessor
 
 # a sentence ends at . ! ? or … (closing quotes or brackets may follow) once a space comes
-# after it, or at a line break (as `card_text.first_sentence` reads a finished reply)
+# after it, or at a line break. `card_text.first_sentence`, which reads a finished reply
+# (the quiz's "answered first"), also ends one at the end of the text and reads a line break
+# as a space; a reply still being written needs the next character to know.
 SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*\s|\n")
 
 

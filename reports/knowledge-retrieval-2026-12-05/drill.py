@@ -14,7 +14,7 @@ untouched. The weights of the epochs are not kept: the first version saved them 
 `--answer-words N` (added 2026-12-05, later) cuts every knowledge reply after the first
 sentence that brings it to N words, so an epoch spends its tokens on the answers rather
 than on their colour (from a copy of the character's folder). `--quiz-facts-only` (added
-2026-12-05, third session) keeps only the knowledge exchanges of the facts the quiz asks
+2026-12-05, later still) keeps only the knowledge exchanges of the facts the quiz asks
 about, so that an epoch is short enough to run many.
 Each row also has `blocks_seen`: for every quiz question, the first knowledge exchange of
 the same fact (`fact_questions`; for the shipped characters always a one-exchange record of
@@ -58,20 +58,18 @@ def cut_reply(text: str, words: int) -> str:
     return kept
 
 
-def answers_only(character, words: int, into: Path, quiz_facts_only: bool = False):
+def trimmed_copy(character, words: int, into: Path, quiz_facts_only: bool = False):
     """`character` with its folder copied to `into` and its knowledge replies cut after
     `words` words (0: kept whole); with `quiz_facts_only` only the knowledge exchanges that
     teach a fact the quiz asks about are kept."""
-    asked = {q.fact for q in character_quiz(character)}
     folder = Path(shutil.copytree(character.folder, into / character.slug))
     path = folder / "knowledge.jsonl"
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     if quiz_facts_only:
+        asked = {q.fact for q in character_quiz(character)}
         records = [r for r in records if asked & set(r["facts"])]
-    for record in records:
-        for turn in record["turns"]:
-            if turn["role"] == "character" and words:
-                turn["text"] = cut_reply(turn["text"], words)
+    for turn in (t for r in records for t in r["turns"] if words and t["role"] == "character"):
+        turn["text"] = cut_reply(turn["text"], words)
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     return replace(character, folder=folder)
 
@@ -96,7 +94,7 @@ def drill(settings: Settings, slug: str, epochs: int, lr: float, batch_size: int
     character = runtime.character(slug)
     config = replace(EXPANSION_TRAINING, epochs=epochs, lr=lr, batch_size=batch_size, bf16=True)
     with tempfile.TemporaryDirectory() as scratch:
-        source = answers_only(character, answer_words, Path(scratch), quiz_facts_only) \
+        source = trimmed_copy(character, answer_words, Path(scratch), quiz_facts_only) \
             if answer_words or quiz_facts_only else character
         examples = knowledge_examples(source, tokenizer, config.max_tokens, notes_every)
     if replay:
