@@ -8,6 +8,7 @@ import time
 import pytest
 import torch
 
+from neeko_app.chat import writing_systems
 from neeko_app.chat.decoding import RowDecoder
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.prompt import Turn, render_prompt
@@ -173,3 +174,29 @@ def test_decoding_hands_over_the_cache_without_a_deprecation_warning(model):
         library_logger.removeHandler(handler)
     assert stream.completion_tokens > 1  # the cache was used for at least one decode step
     assert not [r.getMessage() for r in records if "deprecated" in r.getMessage()]
+
+
+def test_a_head_narrowed_to_the_allowed_tokens_streams_what_the_whole_head_streams(
+        model, monkeypatch):
+    banned = torch.zeros(len(model.tokenizer), dtype=torch.bool)
+    banned[10::2] = True  # half the byte tokens, as if of a script the prompt does not use
+    monkeypatch.setattr(writing_systems, "_foreign_mask", lambda tokenizer, allowed: banned)
+    gates = mixed_gates(model)
+
+    def texts(narrow_at_most: float) -> list[str]:
+        scheduler = BatchScheduler(model, model.tokenizer, max_batch=8, window_s=0)
+        scheduler.head.narrow_at_most = narrow_at_most
+        try:
+            streams = scheduler.submit_many([request(model, i, g, GREEDY)
+                                             for i, g in enumerate(gates)])
+            replies = ["".join(stream) for stream in streams]
+        finally:
+            scheduler.close()
+        assert len(scheduler.head._narrow) == (narrow_at_most > 0)  # the path under test
+        return replies
+
+    narrowed = texts(0.9)
+    assert narrowed == texts(0.0)  # the whole head, the banned tokens then set to -inf
+    assert any(narrowed)
+    for text in narrowed:  # byte tokens: the text's tokens are the ones generated
+        assert not banned[model.tokenizer(text, add_special_tokens=False).input_ids].any()

@@ -179,8 +179,9 @@ def test_bad_personas_are_refused(name, about, message):
 
 
 class Paced:
-    """The model behind a scheduler; after `pace()`, each forward pass waits for a permit
-    (`run`). `arrived` counts the passes that came to wait, `granted` the permits given."""
+    """The model behind a scheduler; after `pace()`, each forward pass (the scheduler's
+    decoders call `hidden_states`) waits for a permit (`run`). `arrived` counts the passes
+    that came to wait, `granted` the permits given."""
 
     def __init__(self, model) -> None:
         self._model = model
@@ -188,11 +189,11 @@ class Paced:
         self.paced = False
         self.arrived = self.granted = 0
 
-    def __call__(self, *args, **kwargs):
+    def hidden_states(self, *args, **kwargs):
         if self.paced:
             self.arrived += 1
             assert self.permits.acquire(timeout=60), "a forward pass waited too long"
-        return self._model(*args, **kwargs)
+        return self._model.hidden_states(*args, **kwargs)
 
     def pace(self) -> None:
         self.arrived = self.granted = 0

@@ -41,11 +41,12 @@ def prompts(model, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     return input_ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
 
 
-def decode(decoder, model, rows) -> tuple[list[list[int]], list[torch.Tensor]]:
+def decode(decoder, model, rows, vocabulary: torch.Tensor | None = None
+           ) -> tuple[list[list[int]], list[torch.Tensor]]:
     """Greedy tokens and logits of every row; row k stops after STEPS - k steps, so rows
     leave the batch one by one."""
     input_ids, mask, positions = prompts(model, len(rows))
-    logits = decoder.prefill(input_ids, mask, positions, rows)
+    logits = decoder.prefill(input_ids, mask, positions, rows, vocabulary)
     active = list(range(len(rows)))
     tokens: list[list[int]] = [[] for _ in rows]
     seen: list[torch.Tensor] = [logits]
@@ -73,6 +74,21 @@ def test_the_static_step_writes_what_the_growing_cache_writes(model, compiled):
     # a second batch through the same decoder starts from a clean cache
     assert decode(static, model, rows[:2])[0] == decode(DynamicDecoder(model), model,
                                                         rows[:2])[0]
+
+
+def test_both_decoders_narrow_the_head_to_the_batch_vocabulary_alike(model):
+    rows = gate_rows(model)
+    allowed = torch.rand(len(model.tokenizer), generator=torch.Generator().manual_seed(5)) < 0.5
+    expected, expected_logits = decode(DynamicDecoder(model), model, rows, allowed)
+    static = StaticDecoder(model, slots=8, cache_len=CACHE_STEP, width=4, compiled=False)
+    got, got_logits = decode(static, model, rows, allowed)
+    assert got == expected
+    for ours, reference in zip(got_logits, expected_logits, strict=True):
+        torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4)  # -inf alike
+        assert torch.isneginf(ours[:, ~allowed]).all()
+    assert all(allowed[token] for tokens in got for token in tokens)
+    whole = decode(DynamicDecoder(model), model, rows)[1][0]  # the prefill, all allowed
+    torch.testing.assert_close(expected_logits[0][:, allowed], whole[:, allowed])
 
 
 def test_the_compiled_step_is_one_graph_with_the_gate_inside(model):

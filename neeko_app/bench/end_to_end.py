@@ -138,23 +138,28 @@ def _sampling(runtime: Runtime, decoding: DecodingSettings, result: BenchResult)
 def _chat_reply(engine: ChatEngine, options: EndToEndOptions, result: BenchResult) -> None:
     """Time to first token and decode speed of one session's replies, one at a time."""
     slug = sorted(engine.runtime.characters)[0]
-    first_token, rates = [], []
-    for i in range(options.replies):
-        started = time.perf_counter()
-        reply = engine.reply(slug, [Turn("user", QUESTIONS[i % len(QUESTIONS)])],
-                             session_id="bench-single")
-        pieces = iter(reply)
-        next(pieces, None)
-        first = time.perf_counter()
-        for _ in pieces:
-            pass
-        done = time.perf_counter()
-        first_token.append(first - started)
-        rates.append(max(reply.completion_tokens - 1, 1) / max(done - first, 1e-9))
+    first_token, rates = zip(*(timed_reply(engine, slug, QUESTIONS[i % len(QUESTIONS)],
+                                           "bench-single")
+                               for i in range(options.replies)), strict=True)
     result.add(what="chat reply: time to first token (median)",
                value=statistics.median(first_token), unit="s")
     result.add(what="chat reply: decode speed (median)", value=statistics.median(rates),
                unit="tokens/s")
+
+
+def timed_reply(engine: ChatEngine, slug: str, question: str,
+                session_id: str) -> tuple[float, float]:
+    """One reply of `slug` to `question`: seconds to its first piece of text, and tokens per
+    second after it."""
+    started = time.perf_counter()
+    reply = engine.reply(slug, [Turn("user", question)], session_id=session_id)
+    pieces = iter(reply)
+    next(pieces, None)
+    first = time.perf_counter()
+    for _ in pieces:
+        pass
+    done = time.perf_counter()
+    return first - started, max(reply.completion_tokens - 1, 1) / max(done - first, 1e-9)
 
 
 def sessions_at_once(engine: ChatEngine, count: int) -> float:

@@ -20,6 +20,7 @@ from neeko_app.bench.results import BenchResult, machine
 from neeko_app.bench.shapes import ModelOptions, bench_models, bench_settings
 from neeko_app.bench.timing import interleaved_samples, paired_ratio, synchronize, timed
 from neeko_app.model.kv_cache import returned_cache, with_cache
+from neeko_app.model.last_position import last_position
 from neeko_app.moelora import Gate
 
 Forward = Callable[..., object]  # (input_ids, **kwargs) -> model output
@@ -36,13 +37,13 @@ class MixedBatchOptions(ModelOptions):
 
 def prefill_seconds(forward: Forward, ids: torch.Tensor, device: torch.device) -> float:
     """One forward pass over the prompt (only the last position's logits, as in generation)."""
-    return timed(lambda: forward(ids, use_cache=True, logits_to_keep=1), device)
+    return timed(lambda: forward(ids, use_cache=True, logits_to_keep=last_position(ids)), device)
 
 
 def decode_seconds(forward: Forward, ids: torch.Tensor, steps: int,
                    device: torch.device) -> float:
     """Seconds per decode step after an untimed prefill of `ids`."""
-    out = forward(ids, use_cache=True, logits_to_keep=1)
+    out = forward(ids, use_cache=True, logits_to_keep=last_position(ids))
     cache, token = returned_cache(out), out.logits[:, -1:].argmax(-1)
     synchronize(device)
     started = time.perf_counter()

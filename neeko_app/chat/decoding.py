@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 
 from neeko_app.chat.generation import DecodingSettings
+from neeko_app.chat.writing_systems import ForeignScriptBan
 
 REPLACEMENT = "\ufffd"  # what a partial UTF-8 character decodes to until its last byte comes
 FIRST_CANDIDATES = 64  # tokens looked at first for the nucleus; widened (x4) when too few
@@ -66,6 +67,10 @@ class RowDecoder:
         self.sequence = torch.tensor([list(prompt_ids)], dtype=torch.long)
         self.generated: list[int] = []
         self.processors = settings.logits_processors(prompt_ids, tokenizer, quotable)
+        # what the script guard forbids for the whole reply (None: no guard): the batch's
+        # output head need not compute these tokens
+        self.banned_tokens = next((p.foreign for p in self.processors
+                                   if isinstance(p, ForeignScriptBan)), None)
         self.generator = (torch.Generator().manual_seed(settings.seed)
                           if settings.seed is not None else None)
         self.text = ""  # the reply so far, up to a stop string

@@ -24,6 +24,7 @@ from neeko_app.chat.decoding import RowDecoder
 from neeko_app.chat.dynamic_decode import DynamicDecoder, GateRow
 from neeko_app.chat.generation import DecodingSettings, stop_token_ids
 from neeko_app.chat.static_decode import StaticDecoder, cache_length, slot_count
+from neeko_app.model.output_head import OutputHead
 from neeko_app.moelora import Gate, NeekoModel
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,17 @@ def gate_row(gate: Gate | None) -> GateRow:
     if gate.batch_size != 1:
         raise ValueError(f"a request needs a one-row gate, got {gate.batch_size} rows")
     return tuple(gate.indices[0].tolist()), tuple(gate.weights[0].tolist())
+
+
+def batch_vocabulary(banned: Sequence[torch.Tensor | None]) -> torch.Tensor | None:
+    """The tokens some row of a batch may produce, given each row's banned tokens ([vocab]
+    bool; None: none banned): the output head computes only those (None: all)."""
+    if not banned or any(tokens is None for tokens in banned):
+        return None
+    common = banned[0]
+    for tokens in banned[1:]:
+        common = common & tokens
+    return ~common
 
 
 @dataclass(frozen=True)
@@ -133,6 +145,7 @@ class BatchScheduler:
             raise ValueError("max_batch must be >= 1")
         self.model = model
         self.compile_decode = compile_decode
+        self.head = OutputHead(model.base_model)
         self._static: dict[tuple[int, int, int], StaticDecoder] = {}
         self.tokenizer = tokenizer
         self.max_batch = max_batch
@@ -230,7 +243,8 @@ class BatchScheduler:
         gates = [s.request.gate for s in batch]
         decoder = self._decoder(len(batch), width + max(s.request.settings.max_new_tokens
                                                         for s in batch), gates)
-        logits = decoder.prefill(input_ids, mask, positions, gates)
+        logits = decoder.prefill(input_ids, mask, positions, gates,
+                                 batch_vocabulary([row.banned_tokens for row in rows]))
         active = list(range(len(batch)))
         while True:
             self.stats.forward_passes += 1
@@ -256,11 +270,11 @@ class BatchScheduler:
         growing cache, or (with `compile_decode`) the compiled step of that shape, built
         once and kept for the next batches of the same shape."""
         if not self.compile_decode:
-            return DynamicDecoder(self.model)
+            return DynamicDecoder(self.model, self.head)
         shape = (slot_count(rows, self.max_batch), cache_length(tokens),
                  max(1, max(len(indices) for indices, _ in gates)))
         decoder = self._static.pop(shape, None) or StaticDecoder(self.model, *shape,
-                                                                   compiled=True)
+                                                                   compiled=True, head=self.head)
         self._static[shape] = decoder  # most recently used last
         while len(self._static) > KEPT_SHAPES:
             self._static.pop(next(iter(self._static)))

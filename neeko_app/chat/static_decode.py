@@ -24,6 +24,7 @@ from transformers.cache_utils import Cache, StaticLayer
 
 from neeko_app.chat.dynamic_decode import GateRow, batch_gate
 from neeko_app.model.kv_cache import with_cache
+from neeko_app.model.output_head import OutputHead
 from neeko_app.moelora import Gate, NeekoModel
 from neeko_app.moelora.context import gate_scope
 from neeko_app.moelora.slots import GateSlots
@@ -51,11 +52,13 @@ class StaticDecoder:
     playing up to `width` blocks; the step compiled with `torch.compile`, or eager."""
 
     def __init__(self, model: NeekoModel, slots: int, cache_len: int, width: int,
-                 compiled: bool) -> None:
+                 compiled: bool, head: OutputHead | None = None) -> None:
         base = model.base_model
         config = base.config
         device, dtype = model.keys.device, next(base.parameters()).dtype
         self.model, self.slots, self.cache_len = model, slots, cache_len
+        self.head = head or OutputHead(base)
+        self.vocabulary: torch.Tensor | None = None
         self.cache = Cache(layers=[StaticLayer(cache_len)
                                    for _ in range(config.num_hidden_layers)])
         self.cache.early_initialization(slots, config.num_key_value_heads, config.head_dim,
@@ -75,18 +78,21 @@ class StaticDecoder:
 
     def _forward_step(self, tokens: torch.Tensor, positions: torch.Tensor,
                       cache_position: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        output = self.model.base_model(input_ids=tokens, position_ids=positions,
-                                       cache_position=cache_position, attention_mask=mask,
-                                       use_cache=True, logits_to_keep=1,
-                                       **with_cache(self.cache))
-        return output.logits[:, -1, :]
+        """The last hidden state of every slot [slots, d]; the head runs outside the graph,
+        narrowed to the batch's vocabulary."""
+        output = self.model.base_model.get_decoder()(
+            input_ids=tokens, position_ids=positions, cache_position=cache_position,
+            attention_mask=mask, use_cache=True, **with_cache(self.cache))
+        return output.last_hidden_state[:, -1, :]
 
     @torch.no_grad()
     def prefill(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
-                gate_rows: Sequence[GateRow]) -> torch.Tensor:
+                gate_rows: Sequence[GateRow], vocabulary: torch.Tensor | None = None
+                ) -> torch.Tensor:
         """Start a batch: `input_ids`, `mask` and `positions` are [rows, width] (prompts
-        left-padded); the last position's logits [rows, vocab]. Empty slots get one
-        padding token that attends to itself."""
+        left-padded); the last position's logits [rows, vocab], -inf for tokens outside
+        `vocabulary` (None: all) here and at every step. Empty slots get one padding token
+        that attends to itself."""
         rows, width = input_ids.shape
         if rows > self.slots or width >= self.cache_len:
             raise ValueError(f"{rows} prompts of {width} tokens do not fit {self.slots} "
@@ -104,11 +110,12 @@ class StaticDecoder:
         self.mask[:, :width] = mask
         self.positions.copy_(positions[:, -1:])
         self.length = width
-        output = self.model(input_ids, gate=self._eager_gate,
-                            attention_mask=mask, position_ids=positions,
-                            cache_position=torch.arange(width, device=mask.device),
-                            use_cache=True, logits_to_keep=1, **with_cache(self.cache))
-        return output.logits[:rows, -1, :]
+        self.vocabulary = vocabulary
+        output = self.model.hidden_states(input_ids, gate=self._eager_gate,
+                                          attention_mask=mask, position_ids=positions,
+                                          cache_position=torch.arange(width, device=mask.device),
+                                          use_cache=True, **with_cache(self.cache))
+        return self.head(output.last_hidden_state[:rows, -1], vocabulary)
 
     @torch.no_grad()
     def step(self, active: Sequence[int], tokens: Sequence[int]) -> torch.Tensor:
@@ -124,7 +131,7 @@ class StaticDecoder:
         cache_position = torch.tensor([self.length], device=self.mask.device)
         if self._compiled_step is None:
             with gate_scope(self._eager_gate):
-                logits = self._forward_step(batch, self.positions, cache_position, self.mask)
+                hidden = self._forward_step(batch, self.positions, cache_position, self.mask)
         else:
             if not self._warm:
                 log.warning("compiling the decode step for %d rows x %d positions (once per "
@@ -132,9 +139,9 @@ class StaticDecoder:
             started = time.perf_counter()
             with _BOUND_SLOTS:  # another scheduler's decoder must not rebind them meanwhile
                 self.model.bind_slots(None if self._eager_gate is None else self.gate_slots)
-                logits = self._compiled_step(batch, self.positions, cache_position, self.mask)
+                hidden = self._compiled_step(batch, self.positions, cache_position, self.mask)
             if not self._warm:
                 self._warm = True
                 log.warning("... compiled in %.0f s", time.perf_counter() - started)
         self.length += 1
-        return logits[rows]
+        return self.head(hidden[rows], self.vocabulary)

@@ -134,6 +134,13 @@ class NeekoModel(nn.Module):
         with gate_scope(gate):
             return self.base_model(input_ids=input_ids, **kwargs)
 
+    def hidden_states(self, input_ids: torch.Tensor, gate: Gate | None = None, **kwargs):
+        """The base model's layers without its output head, with `gate` choosing the blocks
+        of each row: the output holds `last_hidden_state` and the cache (decoding applies
+        its own head, `model.output_head.OutputHead`)."""
+        with gate_scope(gate):
+            return self.base_model.get_decoder()(input_ids=input_ids, **kwargs)
+
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, gate: Gate | None = None, **kwargs):
         """The base model's `generate` with `gate` applied at every step."""

@@ -17,11 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from neeko_app.bench.end_to_end import QUESTIONS, sessions_at_once
+from neeko_app.bench.end_to_end import QUESTIONS, sessions_at_once, timed_reply
 from neeko_app.bench.results import machine
 from neeko_app.chat.engine import ChatEngine
 from neeko_app.chat.generation import DecodingSettings
-from neeko_app.chat.prompt import Turn
 from neeko_app.config import Settings
 from neeko_app.memory import MemoryStore
 from neeko_app.memory.knowledge import index_characters
@@ -31,16 +30,6 @@ from neeko_app.storage import atomic_write_json
 HERE = Path(__file__).parent
 CONFIGS = [("float32", "eager"), ("float32", "compiled"), ("bfloat16", "eager"),
            ("bfloat16", "compiled")]
-
-
-def one_session(engine: ChatEngine, slug: str, question: str) -> float:
-    reply = engine.reply(slug, [Turn("user", question)], session_id=f"speed-{time.time()}")
-    pieces = iter(reply)
-    next(pieces, None)
-    first = time.perf_counter()
-    for _ in pieces:
-        pass
-    return max(reply.completion_tokens - 1, 1) / (time.perf_counter() - first)
 
 
 def main() -> None:
@@ -64,7 +53,8 @@ def main() -> None:
     for done in range(args.rounds + 1):  # round 0 warms up (and compiles)
         for config, engine in engines.items():
             started = time.perf_counter()
-            one = one_session(engine, slugs[done % len(slugs)], QUESTIONS[done % len(QUESTIONS)])
+            one = timed_reply(engine, slugs[done % len(slugs)], QUESTIONS[done % len(QUESTIONS)],
+                              f"speed-{time.time()}")[1]
             eight = sessions_at_once(engine, 8)
             print(f"round {done} {config}: {one:.1f} tok/s alone, {eight:.1f} tok/s x8 "
                   f"({time.perf_counter() - started:.0f} s)", flush=True)

@@ -1,0 +1,62 @@
+"""Thirty quiz replies read by a person, beside what the in-role measure said of them.
+
+    python reports/in-role-reading-2026-12-05/reading.py
+
+Draws 30 replies (seed 7) from the blocks+memory answers of
+reports/lexical-retrieval-2026-12-05/quiz-lexical.json (greedy, the shipped blocks), joins
+each with its reading in labels.jsonl (by question id), and prints per reply the measure's
+verdict and the reading (in role? any false or invented claim?), then the rates. Writes
+reading.json beside this script.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from neeko_app.evaluation.overlap import COPY_WORDS
+from neeko_app.storage import atomic_write_json
+
+HERE = Path(__file__).parent
+ANSWERS = HERE.parent / "lexical-retrieval-2026-12-05" / "quiz-lexical.json"
+SAMPLE, SEED = 30, 7
+
+
+def measured_in_role(answer: dict) -> bool:
+    """The issue's in-role test, from the fields the quiz stored."""
+    return (answer["identified_as"] == answer["character"] and answer["first_person"]
+            and answer["copied_card_words"] < COPY_WORDS)
+
+
+def main() -> None:
+    answers = [a for a in json.loads(ANSWERS.read_text())["answers"]
+               if a["system"] == "blocks+memory"]
+    random.seed(SEED)
+    sample = random.sample(answers, SAMPLE)
+    labels = {row["question_id"]: row for row in map(json.loads,
+                                                      (HERE / "labels.jsonl").open())}
+    rows = []
+    for answer in sample:
+        label = labels[answer["question_id"]]
+        rows.append({**{k: answer[k] for k in ("question_id", "question", "reply", "correct",
+                                                "identified_as", "first_person")},
+                     "measured_in_role": measured_in_role(answer),
+                     "read_in_role": label["in_role"],
+                     "false_claim": label["false_claim"],
+                     "right_and_nothing_false": answer["correct"] and not label["false_claim"],
+                     "why": label["why"]})
+        print(f"{answer['question_id']}: measure {'in' if rows[-1]['measured_in_role'] else 'OUT'}"
+              f" (identified as {answer['identified_as']}), read "
+              f"{'in' if label['in_role'] else 'OUT'}; a false claim: "
+              f"{label['false_claim']} ({label['why']})")
+    rates = {key: sum(row[key] for row in rows) / len(rows)
+             for key in ("correct", "measured_in_role", "read_in_role", "false_claim",
+                         "right_and_nothing_false")}
+    print(rates)
+    atomic_write_json(HERE / "reading.json", {"source": str(ANSWERS.relative_to(HERE.parent)),
+                                              "seed": SEED, "rates": rates, "replies": rows})
+
+
+if __name__ == "__main__":
+    main()
