@@ -1,16 +1,19 @@
 """Thirty quiz replies read by a person, beside what the in-role measure said of them.
 
-    python reports/in-role-reading-2026-12-05/reading.py
+    python reports/in-role-reading-2026-12-05/reading.py [ANSWERS LABELS OUT]
 
-Draws 30 replies (seed 7) from the blocks+memory answers of
-reports/lexical-retrieval-2026-12-05/quiz-lexical.json (greedy, the shipped blocks), joins
-each with its reading in labels.jsonl (by question id), and prints per reply the measure's
-verdict and the reading (in role? any false or invented claim?), then the rates. Writes
-reading.json beside this script.
+Draws 30 replies (seed 7) from the blocks+memory answers of a quiz report (default:
+reports/lexical-retrieval-2026-12-05/quiz-lexical.json, greedy, the shipped blocks), joins
+each with its reading in a labels file (default: labels.jsonl here; by question id), and
+prints per reply the measure's
+verdict and the reading (in role? any false or invented claim?), then the rates, written to
+OUT (default: reading.json here). The same question ids are drawn from any report of the
+full quiz, so two decodings' replies can be read side by side.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 from pathlib import Path
@@ -30,12 +33,17 @@ def measured_in_role(answer: dict) -> bool:
 
 
 def main() -> None:
-    answers = [a for a in json.loads(ANSWERS.read_text())["answers"]
-               if a["system"] == "blocks+memory"]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("answers", nargs="?", type=Path, default=ANSWERS)
+    parser.add_argument("labels", nargs="?", type=Path, default=HERE / "labels.jsonl")
+    parser.add_argument("out", nargs="?", type=Path, default=HERE / "reading.json")
+    args = parser.parse_args()
+    answers = [a for a in json.loads(args.answers.read_text())["answers"]
+               if a["system"].startswith("blocks+memory")]
     random.seed(SEED)
     sample = random.sample(answers, SAMPLE)
     labels = {row["question_id"]: row for row in map(json.loads,
-                                                      (HERE / "labels.jsonl").open())}
+                                                      args.labels.open())}
     rows = []
     for answer in sample:
         label = labels[answer["question_id"]]
@@ -54,8 +62,8 @@ def main() -> None:
              for key in ("correct", "measured_in_role", "read_in_role", "false_claim",
                          "right_and_nothing_false")}
     print(rates)
-    atomic_write_json(HERE / "reading.json", {"source": str(ANSWERS.relative_to(HERE.parent)),
-                                              "seed": SEED, "rates": rates, "replies": rows})
+    atomic_write_json(args.out, {"source": args.answers.name, "seed": SEED, "rates": rates,
+                                 "replies": rows})
 
 
 if __name__ == "__main__":
