@@ -1,0 +1,45 @@
+"""The greedy fact quiz with more fact notes in the prompt.
+
+    python reports/five-notes-2026-12-05/notes_quiz.py 5 reports/five-notes-2026-12-05/quiz-k5.json
+
+Every character's quiz put to blocks+memory greedily, as `neeko quiz` does, with K fact
+notes retrieved per question instead of the app's 3 (`ContextLimits.knowledge_k`); the
+report to OUT. Read its replies with reports/in-role-reading-2026-12-05/reading.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from neeko_app.chat.engine import ContextLimits
+from neeko_app.config import Settings
+from neeko_app.evaluation.cli_heldout import StageBars
+from neeko_app.evaluation.quiz import GREEDY, format_quiz_report, run_quiz
+from neeko_app.evaluation.systems import evaluation_memory
+from neeko_app.runtime import load_runtime
+from neeko_app.storage import atomic_write_json
+
+SYSTEM = "blocks+memory"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notes", type=int)
+    parser.add_argument("out")
+    args = parser.parse_args()
+    ContextLimits.knowledge_k = args.notes  # the quiz's systems read the class default
+    runtime = load_runtime(Settings.from_env())
+    slugs = sorted(runtime.characters)
+    bars = StageBars()
+    with evaluation_memory([SYSTEM], [runtime.character(s) for s in slugs]) as memory:
+        try:
+            report = run_quiz(runtime, slugs, [SYSTEM], GREEDY, memory, f"k{args.notes}", 8,
+                              bars)
+        finally:
+            bars.close()
+    print(format_quiz_report(report))
+    atomic_write_json(args.out, report.to_dict())
+
+
+if __name__ == "__main__":
+    main()
