@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
+
 from neeko_app.chat.engine import ChatEngine
 from neeko_app.chat.generation import DecodingSettings, stop_token_ids
 from neeko_app.chat.remote import RemoteScheduler
@@ -11,7 +13,18 @@ from neeko_app.chat.session import SessionStore
 from neeko_app.config import BACKENDS, Settings
 from neeko_app.memory import MemoryStore
 from neeko_app.memory.knowledge import index_characters
+from neeko_app.model.loader import cpu_multiplies_bfloat16
 from neeko_app.runtime import load_runtime
+
+
+def dtype_tip(settings: Settings, dtype: torch.dtype, native_bfloat16: bool) -> str | None:
+    """A hint to try bfloat16 when the model runs in float32 by default on a CPU that
+    multiplies bfloat16 natively (None when there is nothing to suggest)."""
+    if settings.dtype != "auto" or dtype != torch.float32 or not native_bfloat16:
+        return None
+    return ("tip: this CPU multiplies bfloat16 natively; --dtype bfloat16 (or "
+            "NEEKO_DTYPE=bfloat16) makes chat about 1.5x faster for one session and 2-3x for "
+            "several, with the same quiz score (docs/performance.md)")
 
 
 def build_engine(settings: Settings, decoding: DecodingSettings | None = None,
@@ -25,6 +38,8 @@ def build_engine(settings: Settings, decoding: DecodingSettings | None = None,
     if settings.backend == "openai" and not settings.backend_url:
         raise ValueError("the openai backend needs --backend-url (e.g. http://HOST:8000/v1)")
     runtime = load_runtime(settings, report)
+    if tip := dtype_tip(settings, runtime.base.dtype, cpu_multiplies_bfloat16()):
+        report(tip)
     memory = None
     if use_memory:
         where = settings.chroma_url or settings.memory_dir
