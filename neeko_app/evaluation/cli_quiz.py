@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from neeko_app.characters.facts import QUIZ_FILE
 from neeko_app.chat.engine import ChatEngine
+from neeko_app.chat.generation import DecodingSettings
 from neeko_app.config import Settings
 from neeko_app.evaluation.cli_heldout import StageBars, heldout_decoding
 from neeko_app.evaluation.quiz import (
@@ -21,7 +23,7 @@ from neeko_app.evaluation.quiz import (
 from neeko_app.evaluation.recall import run_recall
 from neeko_app.evaluation.systems import evaluation_memory
 from neeko_app.memory.scratch import scratch_knowledge
-from neeko_app.runtime import load_runtime
+from neeko_app.runtime import Runtime, load_runtime
 from neeko_app.storage import atomic_write_json
 
 
@@ -31,6 +33,19 @@ def merged(previous: QuizReport, new: QuizReport) -> QuizReport:
     answers = [a for a in previous.answers if a.system not in rerun] + new.answers
     characters = list(dict.fromkeys([*previous.characters, *new.characters]))
     return QuizReport(characters, answers, new.decoding, previous.seconds + new.seconds)
+
+
+def quiz_with_bars(runtime: Runtime, slugs: Sequence[str], systems: Sequence[str],
+                   decoding: DecodingSettings, label: str = "",
+                   batch_size: int = 8) -> QuizReport:
+    """`run_quiz` of `slugs` on a fresh evaluation memory, with progress bars in the
+    terminal."""
+    bars = StageBars()
+    with evaluation_memory(systems, [runtime.character(slug) for slug in slugs]) as memory:
+        try:
+            return run_quiz(runtime, slugs, systems, decoding, memory, label, batch_size, bars)
+        finally:
+            bars.close()
 
 
 def run_quiz_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -44,14 +59,8 @@ def run_quiz_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.blocks_from:
         replace_blocks(runtime, Path(args.blocks_from), slugs)
     decoding = heldout_decoding(args.sample, args.max_new_tokens, args.seed)
-    characters = [runtime.character(slug) for slug in slugs]
-    bars = StageBars()
-    with evaluation_memory(args.systems, characters) as memory:
-        try:
-            report = run_quiz(runtime, slugs, args.systems, decoding, memory, args.label,
-                              args.batch_size, bars)
-        finally:
-            bars.close()
+    report = quiz_with_bars(runtime, slugs, args.systems, decoding, args.label,
+                            args.batch_size)
     if args.out and Path(args.out).is_file():
         report = merged(QuizReport.from_dict(json.loads(Path(args.out).read_text())), report)
     print(format_quiz_report(report))

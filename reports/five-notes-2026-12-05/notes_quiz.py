@@ -13,9 +13,8 @@ import argparse
 
 from neeko_app.chat.engine import ContextLimits
 from neeko_app.config import Settings
-from neeko_app.evaluation.cli_heldout import StageBars
-from neeko_app.evaluation.quiz import GREEDY, format_quiz_report, run_quiz
-from neeko_app.evaluation.systems import evaluation_memory
+from neeko_app.evaluation.cli_quiz import quiz_with_bars
+from neeko_app.evaluation.quiz import GREEDY, format_quiz_report
 from neeko_app.runtime import load_runtime
 from neeko_app.storage import atomic_write_json
 
@@ -30,13 +29,7 @@ def main() -> None:
     ContextLimits.knowledge_k = args.notes  # the quiz's systems read the class default
     runtime = load_runtime(Settings.from_env())
     slugs = sorted(runtime.characters)
-    bars = StageBars()
-    with evaluation_memory([SYSTEM], [runtime.character(s) for s in slugs]) as memory:
-        try:
-            report = run_quiz(runtime, slugs, [SYSTEM], GREEDY, memory, f"k{args.notes}", 8,
-                              bars)
-        finally:
-            bars.close()
+    report = quiz_with_bars(runtime, slugs, [SYSTEM], GREEDY, f"k{args.notes}")
     print(format_quiz_report(report))
     atomic_write_json(args.out, report.to_dict())
 

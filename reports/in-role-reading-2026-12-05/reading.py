@@ -18,7 +18,7 @@ import json
 import random
 from pathlib import Path
 
-from neeko_app.evaluation.overlap import COPY_WORDS
+from neeko_app.evaluation.in_role import in_role
 from neeko_app.storage import atomic_write_json
 
 HERE = Path(__file__).parent
@@ -28,8 +28,8 @@ SAMPLE, SEED = 30, 7
 
 def measured_in_role(answer: dict) -> bool:
     """The issue's in-role test, from the fields the quiz stored."""
-    return (answer["identified_as"] == answer["character"] and answer["first_person"]
-            and answer["copied_card_words"] < COPY_WORDS)
+    return in_role(answer["character"], answer["identified_as"], answer["first_person"],
+                   answer["copied_card_words"])
 
 
 def main() -> None:

@@ -20,9 +20,9 @@ from dataclasses import replace
 from neeko_app.characters.card_text import first_sentence
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.config import Settings
-from neeko_app.evaluation.cli_heldout import StageBars
+from neeko_app.evaluation.cli_quiz import quiz_with_bars
 from neeko_app.evaluation.heldout import generated_replies
-from neeko_app.evaluation.quiz import format_quiz_report, run_quiz
+from neeko_app.evaluation.quiz import format_quiz_report
 from neeko_app.evaluation.systems import evaluation_memory, system_request
 from neeko_app.runtime import load_runtime
 from neeko_app.storage import atomic_write_json
@@ -35,13 +35,7 @@ def quiz(opening: float, out: str, seed: int = 0) -> None:
     runtime = load_runtime(Settings.from_env())
     slugs = sorted(runtime.characters)
     decoding = DecodingSettings(seed=seed, opening_temperature=opening)
-    bars = StageBars()
-    with evaluation_memory([SYSTEM], [runtime.character(s) for s in slugs]) as memory:
-        try:
-            report = run_quiz(runtime, slugs, [SYSTEM], decoding, memory,
-                              f"opening{opening:g}-seed{seed}", 8, bars)
-        finally:
-            bars.close()
+    report = quiz_with_bars(runtime, slugs, [SYSTEM], decoding, f"opening{opening:g}-seed{seed}")
     print(format_quiz_report(report))
     atomic_write_json(out, report.to_dict())
 

@@ -33,9 +33,8 @@ from transformers.generation.logits_process import LogitsProcessor
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.note_copy import SENTENCE_ENDS, SPACE_MARKS
 from neeko_app.config import Settings
-from neeko_app.evaluation.cli_heldout import StageBars
-from neeko_app.evaluation.quiz import GREEDY, format_quiz_report, run_quiz
-from neeko_app.evaluation.systems import evaluation_memory
+from neeko_app.evaluation.cli_quiz import quiz_with_bars
+from neeko_app.evaluation.quiz import GREEDY, format_quiz_report
 from neeko_app.runtime import load_runtime
 from neeko_app.storage import atomic_write_json
 
@@ -121,14 +120,8 @@ NAME_OR_NUMBER = re.compile(r"(?<![.!?]\s)(?<!^)\b([A-Z][\w'-]+|\d+)")
 def quiz(penalty: float, out: str) -> None:
     runtime = load_runtime(Settings.from_env())
     slugs = sorted(runtime.characters)
-    bars = StageBars()
-    with evaluation_memory([SYSTEM], [runtime.character(s) for s in slugs]) as memory:
-        try:
-            report = run_quiz(runtime, slugs, [SYSTEM], WithUnheardPenalty(**{
-                                  **GREEDY.__dict__, "unheard_penalty": penalty}),
-                              memory, f"unheard{penalty:g}", 8, bars)
-        finally:
-            bars.close()
+    decoding = WithUnheardPenalty(**{**GREEDY.__dict__, "unheard_penalty": penalty})
+    report = quiz_with_bars(runtime, slugs, [SYSTEM], decoding, f"unheard{penalty:g}")
     print(format_quiz_report(report))
     atomic_write_json(out, report.to_dict())
 
