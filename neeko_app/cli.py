@@ -146,7 +146,16 @@ DECODING_FLAGS = {  # flag: (DecodingSettings field, type, help)
     "--opening-temperature": ("opening_temperature", _non_negative_float, "the reply's first "
                               "sentence, where the answer goes, is sampled at most this hot "
                               "(default 0.3; 0: at --temperature throughout)"),
+    "--max-sentences": ("max_sentences", _non_negative_int, "the reply ends after this many "
+                        "sentences; Continue asks for more (default 1; 0: no limit)"),
 }
+
+
+def _add_sentence_flag(parser: argparse.ArgumentParser) -> None:
+    """The evaluations' `--max-sentences`: replies as the app ends them, unless told."""
+    parser.add_argument("--max-sentences", type=_non_negative_int,
+                        help="the replies end after this many sentences (default: the chat "
+                             "app's, 1; 0: no limit)")
 
 
 def _add_decoding_flags(parser: argparse.ArgumentParser) -> None:
@@ -273,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="decode like the chat app (temperature, top-p) instead of greedy; "
                               "reply k uses seed SEED+k")
     heldout.add_argument("--seed", type=int, default=0, help="first seed with --sample")
+    _add_sentence_flag(heldout)
     heldout.add_argument("--systems", nargs="+", choices=HELDOUT_SYSTEMS,
                          default=list(HELDOUT_DEFAULT_SYSTEMS))
     heldout.add_argument("--no-perplexity", action="store_true")
@@ -303,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "by expansion (and it by fusion vs. expansion with the fusion "
                                "system), e.g. caesar")
     scripted.add_argument("--max-new-tokens", type=_positive_int, default=96)
+    _add_sentence_flag(scripted)
     scripted.add_argument("--judge-url", help="OpenAI-compatible endpoint of an LLM judge, "
                           "e.g. http://host:8000/v1 (off by default)")
     scripted.add_argument("--judge-model", default="judge", help="the judge's model name")
@@ -327,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     quiz.add_argument("--sample", action="store_true",
                       help="decode as the chat app does (seeded) instead of greedily")
     quiz.add_argument("--seed", type=int, default=0, help="first seed with --sample")
+    _add_sentence_flag(quiz)
     quiz.add_argument("--out", help="JSON report (every reply); an existing one gains the "
                                     "systems of this run")
     _add_model_flags(quiz)

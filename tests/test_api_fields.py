@@ -176,6 +176,8 @@ def test_message_names_reach_the_prompt_as_speakers():
     ({"frequency_penalty": 2.5}, "invalid_request", "frequency_penalty"),
     ({"presence_penalty": -3}, "invalid_request", "presence_penalty"),
     ({"top_k": -2}, "invalid_request", "top_k"),
+    ({"max_sentences": -1}, "invalid_request", "max_sentences"),
+    ({"max_sentences": 1.5}, "invalid_request", "max_sentences"),
     ({"n": 2}, "invalid_n", "n=1"),
     ({"logprobs": True}, "unsupported_parameter", "log-probabilities are not returned"),
     ({"top_logprobs": 5}, "unsupported_parameter", "log-probabilities"),

@@ -115,7 +115,8 @@ class WordTokenizer:
 
 @pytest.mark.parametrize("reply, opened", [
     ([], False), ([1, 2], False), ([1, 2, 3], False),  # the full stop alone: not yet
-    ([1, 2, 3, 4], True), ([1, 7], True), ([8, 3], False), ([1, 9, 5], True),
+    ([1, 2, 3, 4], True), ([1, 7], False), ([1, 7, 4], True), ([8, 3, 4], False),
+    ([1, 9, 4], True), ([1, 9, 5], False),  # a small letter after the stop goes on
 ])
 def test_the_opening_temperature_holds_until_the_first_sentence_has_ended(reply, opened):
     processor = OpeningTemperature(0.25, 1.0, prompt_length=1, tokenizer=WordTokenizer())

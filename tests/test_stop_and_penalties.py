@@ -43,7 +43,8 @@ def test_a_stop_string_across_tokens_ends_the_row_and_a_false_start_is_released(
     text = "Yes. Then we go.\nUser: and you?"
     tokens = tokenizer(text, add_special_tokens=False).input_ids
     settings = DecodingSettings(max_new_tokens=64, temperature=0, repetition_penalty=1.0,
-                                no_repeat_ngram_size=0, stop_strings=("\nUser:", ". T!"))
+                                no_repeat_ngram_size=0, stop_strings=("\nUser:", ". T!"),
+                                max_sentences=0)
     row = RowDecoder(tokenizer, [2, 50], settings, [])
     pieces = []
     for token in tokens:

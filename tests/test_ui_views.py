@@ -179,3 +179,31 @@ def test_launch_queues_limits_uploads_and_warns_about_an_open_host(tmp_path, cap
     caplog.clear()
     launch(RecordingDemo(), settings, "127.0.0.1", 7999, auth=("a", "b"), block=False)
     assert "without --auth" not in caplog.text
+
+
+def test_the_reply_length_the_user_picks_reaches_every_kind_of_reply(tmp_path):
+    runtime = make_tiny_runtime(tmp_path, trained={"ada": "Ada Lovelace"})
+    engine = ChatEngine(runtime, None, DecodingSettings(max_new_tokens=4, temperature=0,
+                                                        max_sentences=5),
+                        sessions=SessionStore(tmp_path / "sessions"))
+    asked = []
+    for name in ("send", "regenerate", "continue_reply"):
+        method = getattr(engine, name)
+
+        def recorded(*args, _method=method, **kwargs):
+            decoding = kwargs.get("decoding") or args[-1]
+            asked.append(decoding.max_sentences)
+            return _method(*args, **kwargs)
+        setattr(engine, name, recorded)
+    try:
+        with gr.Blocks():
+            tab = ChatTab(engine, tmp_path / "app")
+        assert tab.length.value == 5 and ("5 sentences", 5) in tab.length.choices
+        session = tab.open(["ada"])[0]
+        list(tab._send("Tell me about engines.", session, 2))
+        list(tab._regenerate(session, 0))
+        list(tab._continue(session, 3))
+        list(tab._send("And looms?", session))  # no choice sent: the engine's default
+    finally:
+        engine.close()
+    assert asked == [2, 0, 3, 5]

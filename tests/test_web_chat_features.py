@@ -43,9 +43,10 @@ from tests.tiny_characters import make_tiny_runtime
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 
-# sampled, the first sentence too: each version of a reply differs; no stop tokens: every
-# reply meets the length cap
-DECODING = DecodingSettings(max_new_tokens=12, temperature=1.0, opening_temperature=0)
+# sampled, the first sentence too: each version of a reply differs; no stop tokens and no
+# sentence limit: every reply meets the length cap
+DECODING = DecodingSettings(max_new_tokens=12, temperature=1.0, opening_temperature=0,
+                            max_sentences=0)
 GREETING = "Welcome to Gull Rock, {{user}}. Tea?"
 
 
@@ -188,6 +189,22 @@ def test_continue_appends_to_a_reply_cut_off_by_the_length_cap(page, app):  # no
     expect(bot_messages(page).last).to_contain_text(session.turns[1].text[-10:])
     wait_until(lambda: remembered(engine, session) == [
         (1, "Tell me a long story.", session.turns[1].text)], "memory to hold the whole reply")
+
+
+def test_the_reply_length_picked_reaches_the_decoder(page, app):  # noqa: F811
+    url, engine = app
+    pick(page, "Socrates")
+    expect(page.locator("#reply-length input")).to_have_value("no limit")  # the server's
+    page.locator("#reply-length input").click()
+    page.get_by_role("option", name="2 sentences", exact=True).click()
+    say(page, engine.sessions, "Tell me about the agora.")
+    streams = engine.scheduler.streams
+    sent = len(streams)
+    assert streams[-1].request.settings.max_sentences == 2
+    page.locator("#continue").click()
+    wait_until(lambda: len(streams) > sent and streams[-1].finish_reason is not None,
+               "the continuation")
+    assert streams[-1].request.settings.max_sentences == 2
 
 
 def test_stop_keeps_the_partial_reply(page, app):  # noqa: F811

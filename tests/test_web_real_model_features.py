@@ -43,7 +43,7 @@ def test_the_persona_and_the_versions_of_a_reply_on_the_real_model(
         expect(saved).to_be_visible()
         [reply] = say(page, sessions, "Good morning, maestro! Shall we begin today's lesson?")
         print("Beethoven to Clara:", reply)
-        expect(saved).to_be_hidden()  # the toast closes by itself
+        expect(saved).to_be_hidden(timeout=30_000)  # the toast closes by itself
         page.mouse.move(0, 0)
         page.screenshot(path=str(screenshots / "persona-real-model.png"), full_page=True)
         page.get_by_text("Your persona").click()  # folded again: the chat fills the view

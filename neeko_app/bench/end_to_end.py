@@ -88,7 +88,8 @@ def run(options: EndToEndOptions = EndToEndOptions(),
         result.add(what="load model + blocks (cached)", value=load_s, unit="s")
         memory = MemoryStore.open(settings.memory_dir)
         index_characters(memory, runtime.characters.values())
-        decoding = DecodingSettings(max_new_tokens=options.reply_tokens, seed=0)
+        # replies of the full length asked for, whatever the app's sentence limit
+        decoding = DecodingSettings(max_new_tokens=options.reply_tokens, seed=0, max_sentences=0)
         engine = ChatEngine(runtime, memory, decoding)
         try:
             report("sampling one token, sorting vs topk")

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 
 from neeko_app.chat.generation import DecodingSettings
+from neeko_app.chat.sentences import cut_after_sentences
 from neeko_app.chat.writing_systems import ForeignScriptBan
 
 REPLACEMENT = "\ufffd"  # what a partial UTF-8 character decodes to until its last byte comes
@@ -57,7 +58,8 @@ def held_back(text: str, stop_strings: Sequence[str]) -> int:
 
 class RowDecoder:
     """Token choice and incremental text for one request of a batch; the text ends before
-    the first of the settings' stop strings, which ends the row ("stop")."""
+    the first of the settings' stop strings, or after its `max_sentences` sentences, either
+    of which ends the row ("stop")."""
 
     def __init__(self, tokenizer, prompt_ids: Sequence[int], settings: DecodingSettings,
                  stop_ids: Sequence[int], quotable: Sequence[int] = ()) -> None:
@@ -91,7 +93,10 @@ class RowDecoder:
         self.sequence = torch.cat([self.sequence, torch.tensor([[token]])], dim=1)
         self.generated.append(token)
         self.text = self.tokenizer.decode(self.generated, skip_special_tokens=True)
-        cut = stop_position(self.text, self.settings.stop_strings)
+        cuts = [stop_position(self.text, self.settings.stop_strings)]
+        if self.settings.max_sentences:
+            cuts.append(cut_after_sentences(self.text, self.settings.max_sentences))
+        cut = min((at for at in cuts if at is not None), default=None)
         if cut is not None:
             self.text, self.finish_reason = self.text[:cut], "stop"
         elif len(self.generated) >= self.settings.max_new_tokens:
@@ -100,13 +105,15 @@ class RowDecoder:
 
     def new_text(self) -> str:
         """Text not yet handed out. Until the row finishes, a trailing partial character
-        waits for its next bytes, and a tail that may begin a stop string waits to see
-        whether it does."""
+        waits for its next bytes, a tail that may begin a stop string waits to see whether
+        it does, and under a sentence limit, trailing whitespace waits for the next word."""
         text = self.text
         if self.finish_reason is None:
             if text.endswith(REPLACEMENT):
                 return ""
             text = text[:len(text) - held_back(text, self.settings.stop_strings)]
+            if self.settings.max_sentences:
+                text = text.rstrip()
         if not text.startswith(self.emitted):
             return ""  # an earlier piece decoded differently in context: keep what was sent
         piece = text[len(self.emitted):]

@@ -122,6 +122,10 @@ class DecodingSettings:
     # the first sentence, where the answer goes, is sampled at most this hot
     # (`OpeningTemperature`; 0: at `temperature` throughout)
     opening_temperature: float = 0.3
+    # the reply ends after this many sentences (`sentences.cut_after_sentences`; 0: no
+    # limit). One: the blocks answer in their first sentence and invent in the ones after
+    # (reports/reply-length-2026-12-05); Continue asks for the next.
+    max_sentences: int = 1
 
     def penalties(self, prompt_length: int, quotable: Sequence[int] = ()) -> LogitsProcessorList:
         """Repetition penalty, frequency and presence penalties and no-repeat n-grams over

@@ -8,16 +8,10 @@ temperature and the rest at the usual one.
 
 from __future__ import annotations
 
-import re
-
 import torch
 from transformers.generation.logits_process import LogitsProcessor
 
-# a sentence ends at . ! ? or … (closing quotes or brackets may follow) once a space comes
-# after it, or at a line break. `card_text.first_sentence`, which reads a finished reply
-# (the quiz's "answered first"), also ends one at the end of the text and reads a line break
-# as a space; a reply still being written needs the next character to know.
-SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*\s|\n")
+from neeko_app.chat.sentences import sentence_ends
 
 
 class OpeningTemperature(LogitsProcessor):
@@ -39,7 +33,7 @@ class OpeningTemperature(LogitsProcessor):
             if not opened:
                 reply = self.tokenizer.decode(input_ids[row, self.prompt_length:],
                                               skip_special_tokens=True)
-                self._opened[row] = bool(SENTENCE_END.search(reply.lstrip()))
+                self._opened[row] = bool(sentence_ends(reply))
         divisors = torch.tensor([self.rest if opened else self.opening
                                  for opened in self._opened], dtype=scores.dtype)
         return scores / divisors[:, None]

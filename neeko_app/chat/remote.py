@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from neeko_app.chat.scheduler import GenerationRequest, SchedulerStats, TokenStream
+from neeko_app.chat.sentences import SentenceLimit
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,10 @@ class RemoteScheduler:
                 self._in_flight -= 1
 
     def _stream(self, stream: TokenStream) -> tuple[str, int]:
-        """Read the server's events into `stream`; (finish reason, completion tokens)."""
+        """Read the server's events into `stream`; (finish reason, completion tokens). The
+        sentence limit is applied here: the connection is closed at the cut."""
         reason, tokens = "stop", 0
+        limit = SentenceLimit(stream.request.settings.max_sentences)
         with self._client.stream("POST", "/completions", json=self.body(stream.request)) as sent:
             if sent.status_code != 200:
                 raise RemoteBackendError(
@@ -118,7 +121,10 @@ class RemoteScheduler:
                 if "error" in event:
                     raise RemoteBackendError(_error_message(json.dumps(event).encode()))
                 for choice in event.get("choices", []):
-                    stream._put(choice.get("text", ""))
+                    piece, ended = limit.take(choice.get("text", ""))
+                    stream._put(piece)
+                    if ended:
+                        return "stop", tokens
                     reason = choice.get("finish_reason") or reason
                 tokens = (event.get("usage") or {}).get("completion_tokens", tokens)
         return reason, tokens

@@ -8,10 +8,11 @@ from collections.abc import Callable, Iterator
 
 from neeko_app.chat.context import AssembledPrompt, RetrievedContext
 from neeko_app.chat.scheduler import TokenStream
+from neeko_app.chat.sentences import STOP
 
 log = logging.getLogger(__name__)
 
-SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]*]*(?=\s|$)")
+SENTENCE_END = re.compile(rf"{STOP}(?=\s|$)")  # in a finished text
 KEEP_AT_LEAST = 0.4  # share of a cut-off reply that trimming to a sentence end must keep
 
 

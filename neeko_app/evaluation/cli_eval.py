@@ -6,6 +6,7 @@ import argparse
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -69,6 +70,8 @@ def run_eval_command(settings: Settings, args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else settings.reports_dir / "latest"
     started = time.perf_counter()
     decoding = DecodingSettings(max_new_tokens=args.max_new_tokens, temperature=0.0)
+    if args.max_sentences is not None:
+        decoding = replace(decoding, max_sentences=args.max_sentences)
     with evaluation_memory(args.systems, runtime.characters.values()) as memory, \
             _bar("replies") as progress:
         replies = run_scripts(runtime, scripts, args.systems, ReplyLog(out / "replies.jsonl"),
@@ -92,6 +95,7 @@ def run_eval_command(settings: Settings, args: argparse.Namespace) -> int:
     meta = {"scripts": sorted({r.script for r in replies}),
             "systems": list(dict.fromkeys(r.system for r in replies)),
             "base_model": runtime.base.model_id, "max_new_tokens": args.max_new_tokens,
+            "max_sentences": decoding.max_sentences,
             "turns_per_script": args.limit,
             "identified_among": list(profiles),
             "judge": args.judge_model if args.judge_url else None,

@@ -33,12 +33,16 @@ class StageBars:
             self.bar.close()
 
 
-def heldout_decoding(sample: bool, max_new_tokens: int | None, seed: int) -> DecodingSettings:
-    """Greedy with a 64-token cap, or with `sample` the chat app's decoding from `seed`."""
+def heldout_decoding(sample: bool, max_new_tokens: int | None, seed: int,
+                     max_sentences: int | None = None) -> DecodingSettings:
+    """Greedy with a 64-token cap, or with `sample` the chat app's decoding from `seed`;
+    replies end after the chat app's number of sentences unless `max_sentences` is given."""
     if sample:
         chat = DecodingSettings(seed=seed)
-        return replace(chat, max_new_tokens=max_new_tokens or chat.max_new_tokens)
-    return DecodingSettings(max_new_tokens=max_new_tokens or 64, temperature=0.0)
+        decoding = replace(chat, max_new_tokens=max_new_tokens or chat.max_new_tokens)
+    else:
+        decoding = DecodingSettings(max_new_tokens=max_new_tokens or 64, temperature=0.0)
+    return decoding if max_sentences is None else replace(decoding, max_sentences=max_sentences)
 
 
 def run_heldout_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -50,7 +54,8 @@ def run_heldout_command(settings: Settings, args: argparse.Namespace) -> int:
     options = HeldoutOptions(
         limit=args.limit, batch_size=args.batch_size, perplexity=not args.no_perplexity,
         systems=tuple(args.systems),
-        decoding=heldout_decoding(args.sample, args.max_new_tokens, args.seed))
+        decoding=heldout_decoding(args.sample, args.max_new_tokens, args.seed,
+                                  args.max_sentences))
     bars = StageBars()
     characters = [runtime.character(slug) for slug in slugs]
     with evaluation_memory(options.systems, characters) as memory:

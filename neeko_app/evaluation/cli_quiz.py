@@ -58,7 +58,8 @@ def run_quiz_command(settings: Settings, args: argparse.Namespace) -> int:
         raise ValueError(f"no character has a {QUIZ_FILE}")
     if args.blocks_from:
         replace_blocks(runtime, Path(args.blocks_from), slugs)
-    decoding = heldout_decoding(args.sample, args.max_new_tokens, args.seed)
+    decoding = heldout_decoding(args.sample, args.max_new_tokens, args.seed,
+                                args.max_sentences)
     report = quiz_with_bars(runtime, slugs, args.systems, decoding, args.label,
                             args.batch_size)
     if args.out and Path(args.out).is_file():

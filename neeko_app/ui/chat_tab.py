@@ -7,12 +7,14 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
 
 from neeko_app.characters.card import CharacterError
 from neeko_app.chat.engine import ChatEngine
+from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.persona import PersonaError
 from neeko_app.chat.reply import Reply
 from neeko_app.chat.session import ChatSession, SessionError
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 
 USER_ERRORS = (SessionError, CharacterError, PersonaError, ValueError)
 PICKER_PAGE = 12
+REPLY_LENGTHS = [("1 sentence", 1), ("2 sentences", 2), ("3 sentences", 3), ("no limit", 0)]
 
 
 class ChatTab:
@@ -85,6 +88,10 @@ class ChatTab:
                     undo = gr.Button("↶ Undo", size="sm", min_width=80)
                     clear = gr.Button("Clear", size="sm", min_width=80)
                     new = gr.Button("New session", size="sm", min_width=80)
+                    self.length = gr.Dropdown(_length_choices(engine.decoding.max_sentences),
+                                              value=engine.decoding.max_sentences,
+                                              show_label=False, container=False, min_width=130,
+                                              elem_id="reply-length")
             with gr.Column(scale=2, min_width=240), gr.Accordion("Memory for the last reply"):
                 self.memory = gr.Markdown(self._memory([]), elem_id="memory")
 
@@ -97,11 +104,12 @@ class ChatTab:
         start_scene.click(self._start_scene, self.cast, self.view)
         resume.click(self._resume, self.saved, self.view)
         export.click(self._export, self.export_pick, card_files)
-        self.message.submit(self._send, [self.message, self.session], self.stream_outputs)
-        regenerate.click(self._regenerate, self.session, self.stream_outputs)
+        self.message.submit(self._send, [self.message, self.session, self.length],
+                            self.stream_outputs)
+        regenerate.click(self._regenerate, [self.session, self.length], self.stream_outputs)
         previous.click(self._previous, self.session, self.view)
-        following.click(self._next, self.session, self.stream_outputs)
-        more.click(self._continue, self.session, self.stream_outputs)
+        following.click(self._next, [self.session, self.length], self.stream_outputs)
+        more.click(self._continue, [self.session, self.length], self.stream_outputs)
         stop.click(self._stop, self.session, None)
         self.chatbot.edit(self._edit, self.session, self.view)
         undo.click(self._undo, self.session, self.view)
@@ -191,19 +199,33 @@ class ChatTab:
             gr.Warning(str(err))
             return None
 
-    def _send(self, message: str, session: ChatSession | None) -> Iterator[tuple]:
-        yield from self._replies(session, lambda s: self.engine.send(s, message))
+    def _decoding(self, sentences: int | None) -> DecodingSettings:
+        """The engine's decoding, ended after the number of sentences the user chose."""
+        if sentences is None:
+            return self.engine.decoding
+        return replace(self.engine.decoding, max_sentences=int(sentences))
 
-    def _regenerate(self, session: ChatSession | None) -> Iterator[tuple]:
-        yield from self._replies(session, self.engine.regenerate)
+    def _send(self, message: str, session: ChatSession | None,
+              sentences: int | None = None) -> Iterator[tuple]:
+        decoding = self._decoding(sentences)
+        yield from self._replies(session, lambda s: self.engine.send(s, message,
+                                                                     decoding=decoding))
 
-    def _continue(self, session: ChatSession | None) -> Iterator[tuple]:
-        yield from self._replies(session, lambda s: [self.engine.continue_reply(s)])
+    def _regenerate(self, session: ChatSession | None,
+                    sentences: int | None = None) -> Iterator[tuple]:
+        decoding = self._decoding(sentences)
+        yield from self._replies(session, lambda s: self.engine.regenerate(s, decoding))
+
+    def _continue(self, session: ChatSession | None,
+                  sentences: int | None = None) -> Iterator[tuple]:
+        decoding = self._decoding(sentences)
+        yield from self._replies(session, lambda s: [self.engine.continue_reply(s, decoding)])
 
     def _previous(self, session: ChatSession | None) -> tuple:
         return self._change(session, lambda s: self._browse(s, -1))
 
-    def _next(self, session: ChatSession | None) -> Iterator[tuple]:
+    def _next(self, session: ChatSession | None,
+              sentences: int | None = None) -> Iterator[tuple]:
         """The next version of the last reply; past the newest one, a new version."""
         try:
             picked = _picked(session)
@@ -213,7 +235,7 @@ class ChatTab:
             yield (gr.skip(),) * len(self.stream_outputs)
             return
         if versions.shown + 1 == len(versions.texts):
-            yield from self._regenerate(session)
+            yield from self._regenerate(session, sentences)
         else:
             yield ("", *self._change(session, lambda s: self._browse(s, 1)), gr.skip())
 
@@ -295,6 +317,13 @@ class ChatTab:
         except USER_ERRORS as err:
             gr.Warning(str(err))
             return (gr.skip(),) * len(self.view)
+
+
+def _length_choices(default: int) -> list[tuple[str, int]]:
+    """The reply lengths offered, the engine's default among them."""
+    if default in dict(REPLY_LENGTHS).values():
+        return REPLY_LENGTHS
+    return [*REPLY_LENGTHS, (f"{default} sentences", default)]
 
 
 def _picked(session: ChatSession | None) -> ChatSession:

@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="neeko-speed-"))
-    decoding = DecodingSettings(max_new_tokens=args.tokens, seed=0)
+    decoding = DecodingSettings(max_new_tokens=args.tokens, seed=0, max_sentences=0)
     engines = {}
     memory = MemoryStore.open(scratch / "memory")
     for dtype, decode in CONFIGS:

@@ -10,6 +10,7 @@ report to OUT. Read its replies with reports/in-role-reading-2026-12-05/reading.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from neeko_app.chat.engine import ContextLimits
 from neeko_app.config import Settings
@@ -19,6 +20,7 @@ from neeko_app.runtime import load_runtime
 from neeko_app.storage import atomic_write_json
 
 SYSTEM = "blocks+memory"
+WHOLE_REPLIES = replace(GREEDY, max_sentences=0)  # as it ran: before the sentence limit
 
 
 def main() -> None:
@@ -29,7 +31,7 @@ def main() -> None:
     ContextLimits.knowledge_k = args.notes  # the quiz's systems read the class default
     runtime = load_runtime(Settings.from_env())
     slugs = sorted(runtime.characters)
-    report = quiz_with_bars(runtime, slugs, [SYSTEM], GREEDY, f"k{args.notes}")
+    report = quiz_with_bars(runtime, slugs, [SYSTEM], WHOLE_REPLIES, f"k{args.notes}")
     print(format_quiz_report(report))
     atomic_write_json(args.out, report.to_dict())
 

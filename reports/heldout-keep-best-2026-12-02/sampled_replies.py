@@ -39,7 +39,7 @@ def sample(characters_dir: str) -> list[dict]:
             for seed in SEEDS:
                 rows.append({"character": slug, "question": question, "seed": seed})
                 requests.append(GenerationRequest(ids, gate_row(runtime.gate_for(character)),
-                                                  DecodingSettings(seed=seed)))
+                                                  DecodingSettings(seed=seed, max_sentences=0)))
     scheduler = BatchScheduler(runtime.model, tokenizer, max_batch=24)
     try:
         streams = scheduler.submit_many(requests)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from neeko_app.config import Settings
-from neeko_app.evaluation.quiz import run_quiz
+from neeko_app.evaluation.quiz import GREEDY, run_quiz
 from neeko_app.memory.scratch import scratch_knowledge
 from neeko_app.moelora.persistence import save_block
 from neeko_app.runtime import character_role, load_runtime
@@ -32,6 +32,7 @@ from neeko_app.training.trainer import EXPANSION_TRAINING, Progress, run_trainin
 from neeko_app.training.workflows import job_examples
 
 SYSTEMS = ("blocks", "blocks+memory")
+WHOLE_REPLIES = replace(GREEDY, max_sentences=0)  # as it ran: before the sentence limit
 
 
 class EpochQuiz:
@@ -50,7 +51,8 @@ class EpochQuiz:
         was_training = model.training
         model.eval()
         try:
-            report = run_quiz(self.runtime, [self.slug], SYSTEMS, memory=self.memory)
+            report = run_quiz(self.runtime, [self.slug], SYSTEMS, WHOLE_REPLIES,
+                              memory=self.memory)
         finally:
             model.train(was_training)
         row = {"lr": self.lr, "epoch": progress.epoch, "loss": progress.loss,

@@ -53,7 +53,7 @@ def main() -> None:
         try:
             for k, (slug, question) in enumerate(questions):
                 reply = engine.reply(slug, [Turn("user", question)],
-                                     decoding=DecodingSettings(seed=args.seed + k))
+                                     decoding=DecodingSettings(seed=args.seed + k, max_sentences=0))
                 reply.result()
                 notes = "; ".join(chunk.text for chunk in reply.context.knowledge)
                 print(f"**{runtime.character(slug).name}** — *{question}*\n\n"

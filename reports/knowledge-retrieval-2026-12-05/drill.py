@@ -47,6 +47,8 @@ from neeko_app.training.knowledge_data import knowledge_examples
 from neeko_app.training.trainer import EXPANSION_TRAINING, Progress, run_training
 from neeko_app.training.workflows import examples_for
 
+WHOLE_REPLIES = replace(GREEDY, max_sentences=0)  # as it ran: before the sentence limit
+
 
 def cut_reply(text: str, words: int) -> str:
     """`text` up to the end of the first sentence that brings it to `words` words."""
@@ -78,7 +80,8 @@ def seen_accuracy(runtime, character) -> float:
     """Share of quiz facts the blocks alone answer when asked a trained question."""
     seen = fact_questions(character.folder)
     asked = [(q, seen[q.fact][0]) for q in character_quiz(character) if q.fact in seen]
-    requests = [system_request("blocks", runtime, character, [], text, None, GREEDY)[1]
+    requests = [system_request("blocks", runtime, character, [], text, None,
+                               WHOLE_REPLIES)[1]
                 for _, text in asked]
     replies, _ = generated_replies(runtime, requests, 8)
     return sum(q.is_answered_by(r) for (q, _), r in zip(asked, replies, strict=True)) / len(asked)
@@ -109,7 +112,7 @@ def drill(settings: Settings, slug: str, epochs: int, lr: float, batch_size: int
         def quiz(epoch: int, loss: float | None, seconds: float) -> None:
             model.eval()
             started = time.perf_counter()
-            report = run_quiz(runtime, [slug], systems, memory=memory)
+            report = run_quiz(runtime, [slug], systems, WHOLE_REPLIES, memory=memory)
             seen = seen_accuracy(runtime, character)
             model.train()
             row = {"epoch": epoch, "loss": loss, "train_seconds": seconds,

@@ -35,7 +35,7 @@ def main() -> None:
     characters = [runtime.character(slug) for slug in slugs]
     with evaluation_memory(["blocks+memory"], characters) as memory:
         for bias in args.biases:
-            decoding = dataclasses.replace(GREEDY, copy_bias=bias)
+            decoding = dataclasses.replace(GREEDY, copy_bias=bias, max_sentences=0)
             report = run_quiz(runtime, slugs, ["blocks+memory"], decoding, memory)
             atomic_write_json(HERE / f"quiz-copy-bias-{bias:g}{suffix}.json", report.to_dict())
             per = " ".join(f"{s}={report.accuracy('blocks+memory', s):.2f}" for s in slugs)

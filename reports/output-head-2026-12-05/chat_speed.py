@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="neeko-head-"))
-    decoding = DecodingSettings(max_new_tokens=args.tokens, seed=0)
+    decoding = DecodingSettings(max_new_tokens=args.tokens, seed=0, max_sentences=0)
     memory = MemoryStore.open(scratch / "memory")
     engines = {name: engine_for(*config, memory, scratch, decoding)
                for name, config in CONFIGS.items()}

@@ -34,7 +34,8 @@ def quiz(opening: float, out: str, seed: int = 0) -> None:
     """The sampled quiz at one opening temperature, written to `out`."""
     runtime = load_runtime(Settings.from_env())
     slugs = sorted(runtime.characters)
-    decoding = DecodingSettings(seed=seed, opening_temperature=opening)
+    decoding = DecodingSettings(seed=seed, opening_temperature=opening,
+                                max_sentences=0)
     report = quiz_with_bars(runtime, slugs, [SYSTEM], decoding, f"opening{opening:g}-seed{seed}")
     print(format_quiz_report(report))
     atomic_write_json(out, report.to_dict())
@@ -49,7 +50,8 @@ def swipes(openings: list[float], per: int, out: str) -> None:
     result = {}
     with evaluation_memory([SYSTEM], characters) as memory:
         for opening in openings:
-            decoding = DecodingSettings(max_new_tokens=48, opening_temperature=opening)
+            decoding = DecodingSettings(max_new_tokens=48, opening_temperature=opening,
+                                        max_sentences=0)
             replies = [generated_replies(runtime, [
                 system_request(SYSTEM, runtime, character, [], question, memory,
                                replace(decoding, seed=first + k))[1]

@@ -22,7 +22,8 @@ from neeko_app.storage import atomic_write_json
 def main(seed: int, out: Path) -> None:
     runtime = load_runtime(Settings.from_env())
     for guard in (False, True):
-        decoding = replace(heldout_decoding(True, None, seed), script_guard=guard)
+        decoding = replace(heldout_decoding(True, None, seed, max_sentences=0),
+                           script_guard=guard)
         options = HeldoutOptions(limit=20, batch_size=16, perplexity=False, systems=("blocks",),
                                  decoding=decoding)
         report = run_heldout_evaluation(runtime, list(runtime.model.block_names), options)

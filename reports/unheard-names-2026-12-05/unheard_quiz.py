@@ -120,7 +120,8 @@ NAME_OR_NUMBER = re.compile(r"(?<![.!?]\s)(?<!^)\b([A-Z][\w'-]+|\d+)")
 def quiz(penalty: float, out: str) -> None:
     runtime = load_runtime(Settings.from_env())
     slugs = sorted(runtime.characters)
-    decoding = WithUnheardPenalty(**{**GREEDY.__dict__, "unheard_penalty": penalty})
+    decoding = WithUnheardPenalty(**{**GREEDY.__dict__, "max_sentences": 0,
+                                    "unheard_penalty": penalty})
     report = quiz_with_bars(runtime, slugs, [SYSTEM], decoding, f"unheard{penalty:g}")
     print(format_quiz_report(report))
     atomic_write_json(out, report.to_dict())
