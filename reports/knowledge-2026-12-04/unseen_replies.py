@@ -2,9 +2,11 @@
 (shipped blocks, memory with the fact notes, the app's sampling, one fresh session each).
 
     python reports/knowledge-2026-12-04/unseen_replies.py [--seed 0] [--questions FILE] \
-        > unseen-replies.md
+        [--max-sentences N] > unseen-replies.md
 
 `--questions` takes a JSON list of [character, question] pairs instead of the ten below.
+`--max-sentences` ends each reply after N sentences, as the app does since 2026-12-05
+(default 0: whole replies, as this report ran).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--questions", type=Path, default=None)
+    parser.add_argument("--max-sentences", type=int, default=0)
     args = parser.parse_args()
     questions = ([tuple(pair) for pair in json.loads(args.questions.read_text(encoding="utf-8"))]
                  if args.questions else QUESTIONS)
@@ -52,8 +55,8 @@ def main() -> None:
         engine = ChatEngine(runtime, memory)
         try:
             for k, (slug, question) in enumerate(questions):
-                reply = engine.reply(slug, [Turn("user", question)],
-                                     decoding=DecodingSettings(seed=args.seed + k, max_sentences=0))
+                decoding = DecodingSettings(seed=args.seed + k, max_sentences=args.max_sentences)
+                reply = engine.reply(slug, [Turn("user", question)], decoding=decoding)
                 reply.result()
                 notes = "; ".join(chunk.text for chunk in reply.context.knowledge)
                 print(f"**{runtime.character(slug).name}** — *{question}*\n\n"
