@@ -292,6 +292,25 @@ def test_regenerate_keeps_versions_and_the_one_shown_is_the_one_kept(engine, mem
     assert len(remembered(memory, session)) == 1
 
 
+def test_a_new_version_is_sampled_without_the_cooler_opening(engine, monkeypatch):
+    """The first reply opens at the opening temperature; a new version at the temperature
+    throughout, so that a one-sentence reply does not come back unchanged."""
+    engine.decoding = SAMPLED
+    settings = []
+    submit = engine.scheduler.submit_many
+
+    def recording(requests):
+        settings.extend(request.settings for request in requests)
+        return submit(requests)
+    monkeypatch.setattr(engine.scheduler, "submit_many", recording)
+    session = engine.open_session(["ada"])
+    say(engine, session, "Tell me of engines.")
+    [again] = engine.regenerate(session)
+    again.result()
+    assert [s.opening_temperature for s in settings] == [SAMPLED.opening_temperature, 0.0]
+    assert SAMPLED.opening_temperature > 0 and settings[1].temperature == SAMPLED.temperature
+
+
 def test_an_abandoned_regenerate_puts_the_reply_back_with_its_versions(engine, memory):
     session = engine.open_session(["ada"])
     say(engine, session, "Hello.")

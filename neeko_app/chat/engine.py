@@ -221,8 +221,11 @@ class ChatEngine:
     def regenerate(self, session: ChatSession,
                    decoding: DecodingSettings | None = None) -> list[Reply]:
         """Draft the replies to the last message again (same speakers). The replies they
-        replace stay as earlier versions of them (`show_version` brings one back)."""
+        replace stay as earlier versions of them (`show_version` brings one back). A new
+        version is sampled at the temperature throughout: with the cooler first sentence,
+        a one-sentence reply came back unchanged a third of the time."""
         self.check_writable(session)
+        decoding = dataclasses.replace(decoding or self.decoding, opening_temperature=0.0)
         earlier = session.last_replies()
         speakers = session.drop_replies()
         self._forget_after(session)
