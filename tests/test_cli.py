@@ -59,6 +59,27 @@ def test_chat_streams_a_reply_with_the_tiny_model(tmp_path):
     assert saved[0]["turns"][1]["speaker"] == "tester"
 
 
+def test_more_goes_on_with_the_last_reply_in_the_saved_session(tmp_path):
+    (tmp_path / "characters").mkdir()
+    write_card(tmp_path / "characters", "tester", "Test Person")
+
+    def chat(stdin: str, folder: str) -> tuple[str, str]:
+        """What the terminal showed, and the reply the saved session keeps."""
+        result = subprocess.run(
+            [neeko_exe(), "chat", "tester", "--base-model", "tiny", "--characters-dir",
+             str(tmp_path / "characters"), "--max-new-tokens", "6", "--max-sentences", "0",
+             "--seed", "0"], input=stdin, capture_output=True, text=True, timeout=300,
+            env=os.environ | {"NEEKO_SESSIONS_DIR": str(tmp_path / folder)})
+        assert result.returncode == 0, result.stderr
+        [saved] = [json.loads(p.read_text()) for p in (tmp_path / folder).glob("*.json")]
+        return result.stdout, saved["turns"][1]["text"]
+
+    _, first = chat("Hello there\n", "once")
+    shown, longer = chat("/more\nHello there\n/more\n", "more")
+    assert "(no reply to go on with yet)" in shown and "Test Person (on): " in shown
+    assert longer.startswith(first.removesuffix("…")) and len(longer) > len(first)
+
+
 def test_unknown_character_is_a_clear_error(tmp_path):
     write_card(tmp_path, "tester", "Test Person")
     result = neeko("chat", "nobody", "--base-model", "tiny", "--characters-dir", str(tmp_path))

@@ -10,11 +10,13 @@ import argparse
 import sys
 
 from neeko_app.characters.registry import discover_characters, find_character
+from neeko_app.chat.session import SessionError
 from neeko_app.chat.startup import build_engine
 from neeko_app.cli import decoding_settings
 from neeko_app.config import Settings
 
-HELP = "Commands: /reset starts over, /quit (or Ctrl-D) leaves."
+HELP = ("Commands: /more goes on with the last reply (replies end after one sentence by "
+        "default), /reset starts over, /quit (or Ctrl-D) leaves.")
 
 
 def run_terminal_chat(settings: Settings, args: argparse.Namespace) -> int:
@@ -47,6 +49,14 @@ def run_terminal_chat(settings: Settings, args: argparse.Namespace) -> int:
             if message == "/reset":
                 engine.reset(session)
                 print("(conversation cleared)\n")
+                continue
+            if message == "/more":
+                try:
+                    reply = engine.continue_reply(session)
+                except SessionError:
+                    print("(no reply to go on with yet)\n")
+                    continue
+                _print_reply(f"{character.name} (on)", reply)
                 continue
             if message:
                 _print_reply(character.name, engine.send(session, message)[0])
