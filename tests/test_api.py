@@ -187,7 +187,7 @@ def user(text: str = "Hi") -> list[dict]:
     ({"model": "ada", "messages": user(), "max_tokens": "lots"}, {}, 400, "invalid_request",
      "max_tokens"),
     ({"model": "ada", "messages": [{"role": "assistant", "content": "Hi"}]}, {}, 400,
-     "no_user_message", "last message must come from the user"),
+     "no_user_message", "needs a message from the user"),
     ({"model": "ada", "messages": [{"role": "tool", "content": "x"}]}, {}, 400,
      "invalid_request", "messages.0.role"),
     ({"model": "ada", "messages": []}, {}, 400, "invalid_request", "messages"),
@@ -207,6 +207,29 @@ def test_bad_requests_get_openai_shaped_errors(http, body, headers, status, code
     error = response.json()["error"]
     assert error["code"] == code and message in error["message"]
     assert error["type"] == "invalid_request_error"
+
+
+def test_a_last_assistant_message_is_continued(http, engine, monkeypatch):
+    """SillyTavern's Continue sends the reply to go on with last (then its nudge, a system
+    message): the prompt ends with that reply's text, and the completion is the new text."""
+    prompts = []
+    submit = engine.scheduler.submit_many
+
+    def recording(requests):
+        prompts.extend(engine.tokenizer.decode(r.prompt_ids) for r in requests)
+        return submit(requests)
+    monkeypatch.setattr(engine.scheduler, "submit_many", recording)
+    lead = "Well met, traveller. The road"
+    messages = [*user("Hi"), {"role": "assistant", "content": lead},
+                {"role": "system", "content": "[Continue your last message.]"}]
+    response = post(http, {"model": "ada", "messages": messages, "max_tokens": 6})
+    fresh = post(http, {"model": "ada", "messages": user("Hi"), "max_tokens": 6})
+    assert response.status_code == 200 == fresh.status_code, response.text
+    continued, new = prompts
+    assert continued.endswith(f"{new.rsplit('Hi', 1)[1]}{lead}")  # after the reply's opening
+    assert "[Continue your last message.]" in continued and not new.endswith(lead)
+    text = response.json()["choices"][0]["message"]["content"]
+    assert text and not text.startswith(lead)
 
 
 def test_authentication_and_unknown_routes(http):

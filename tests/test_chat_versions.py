@@ -292,6 +292,17 @@ def test_regenerate_keeps_versions_and_the_one_shown_is_the_one_kept(engine, mem
     assert len(remembered(memory, session)) == 1
 
 
+def test_a_reply_continued_through_the_api_is_remembered_whole(engine, memory):
+    lead = "Well met. The engines"
+    reply = engine.reply("ada", [Turn("user", "Tell me of engines.")], "api-session",
+                         lead=lead)
+    reply.result()
+    assert reply.text and not reply.text.startswith(lead)  # the new text only
+    [kept] = memory.list_session("api-session")
+    assert (kept.user_text, kept.reply_text) == ("Tell me of engines.",
+                                                 lead + reply.finished_text)
+
+
 def test_a_new_version_is_sampled_without_the_cooler_opening(engine, monkeypatch):
     """The first reply opens at the opening temperature; a new version at the temperature
     throughout, so that a one-sentence reply does not come back unchanged."""

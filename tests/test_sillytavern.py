@@ -293,6 +293,36 @@ def test_sillytavern_chats_with_a_neeko_character_through_the_api(
     check_captured(sent, CAPTURED)
 
 
+def test_continue_in_sillytavern_goes_on_with_the_last_reply(page, stack):
+    """SillyTavern's Continue sends the reply to go on with as the last assistant message
+    (then a system nudge): the API continues it, and the page shows the two as one."""
+    character = stack.characters[CHAT_WITH]
+    first = send(page, stack, character.name, "Tell me about your teacher.")
+    assert first.status == 200, first.response_body
+    expect(page.locator("#mes_stop")).to_be_hidden()
+    before = first.streamed_text()
+    wait_until(lambda: saved_reply(stack.data_root, character.name) == before.strip(),
+               "the first reply to be saved")
+    sent_before = len(stack.exchanges)
+    page.locator("#options_button").click()
+    page.locator("#option_continue").click()
+
+    def continued() -> Exchange | None:
+        return next((e for e in stack.exchanges[sent_before:]
+                     if e.method == "POST" and e.path == "/v1/chat/completions"), None)
+
+    wait_until(lambda: continued() is not None, "the Continue request", timeout_s=300)
+    exchange = continued()
+    assert exchange.status == 200, exchange.response_body
+    roles = [m["role"] for m in exchange.request_json()["messages"]]
+    assert roles[-2:] == ["assistant", "system"], roles  # the reply, then the nudge
+    more = exchange.streamed_text()
+    assert more.strip(), "the API streamed nothing to add"
+    assert exchange.request_json()["messages"][-2]["content"] == before.strip()
+    wait_until(lambda: letters(saved_reply(stack.data_root, character.name))
+               == letters(before + more), "the continued reply to be saved")
+
+
 def test_sillytavern_default_preset_sends_the_card_as_system_messages(page, stack):
     """Without our preset, SillyTavern sends the card's text and example lines as system
     messages, which the API appends to the character's header: on the tiny model (a token per

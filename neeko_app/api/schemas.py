@@ -120,7 +120,8 @@ class CompletionRequest(BaseRequest):
 
 def conversation(messages: list[ChatMessage]) -> tuple[str, list[Turn]]:
     """(instructions from system messages, turns) — consecutive messages of one side are
-    joined; assistant messages before the first user message (a greeting) are left out."""
+    joined; assistant messages before the first user message (a greeting) are left out. The
+    turns end with the user's message, or with a reply to continue after it."""
     instructions, turns = [], []
     for number, message in enumerate(messages, start=1):
         text = message.text(number).strip()
@@ -135,8 +136,9 @@ def conversation(messages: list[ChatMessage]) -> tuple[str, list[Turn]]:
             turns[-1] = Turn(role, f"{turns[-1].text}\n\n{text}")
         elif turns or role == "user":
             turns.append(Turn(role, text))
-    if not turns or turns[-1].role != "user":
-        raise ApiError(400, "the last message must come from the user", code="no_user_message")
+    if not turns:
+        raise ApiError(400, "the conversation needs a message from the user",
+                       code="no_user_message")
     return "\n\n".join(t for t in instructions if t), turns
 
 

@@ -119,10 +119,13 @@ def create_app(engine: ChatEngine, api_key: str | None = None,
         character = known(request.model)
         refuse_unsupported(request)
         instructions, turns = conversation(request.messages)
+        # a last message of the assistant's is a reply to go on with (SillyTavern's Continue):
+        # the completion holds only the new text
+        lead = turns.pop().text if turns[-1].role == "character" else ""
         session_id = _session_id(x_session_id or request.user)
         settings = decoding(engine, request)
         try:
-            reply = engine.reply(character, turns, session_id, settings, instructions)
+            reply = engine.reply(character, turns, session_id, settings, instructions, lead)
         except ValueError as err:
             raise ApiError(400, str(err), "context_length_exceeded") from None
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())

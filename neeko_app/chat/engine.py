@@ -104,24 +104,28 @@ class ChatEngine:
     # ---- stateless replies (the API's path) --------------------------------------------
 
     def reply(self, character: str, turns: Sequence[Turn], session_id: str | None = None,
-              decoding: DecodingSettings | None = None, instructions: str = "") -> Reply:
-        """Start `character`'s reply to `turns` (ending with the user's message).
+              decoding: DecodingSettings | None = None, instructions: str = "",
+              lead: str = "") -> Reply:
+        """Start `character`'s reply to `turns` (ending with the user's message); with
+        `lead`, the reply goes on from that text (see `Reply`).
 
         With `session_id`, memory recalls earlier exchanges of that session and stores this
-        one when it is complete. `instructions` are appended to the character's header.
-        ValueError when the message does not fit the context.
+        one (the lead and the new text) when it is complete. `instructions` are appended to
+        the character's header. ValueError when the message does not fit the context.
         """
-        return self.replies([(character, turns)], session_id, decoding, instructions)[0]
+        return self.replies([(character, turns)], session_id, decoding, instructions,
+                            lead=lead)[0]
 
     def replies(self, drafts: Sequence[tuple[str, Sequence[Turn]]],
                 session_id: str | None = None, decoding: DecodingSettings | None = None,
-                instructions: str = "", persona: Persona | None = None) -> list[Reply]:
+                instructions: str = "", persona: Persona | None = None,
+                lead: str = "") -> list[Reply]:
         """Start several replies at once (same batch): one per (character, turns)."""
         decoding = decoding or self.decoding
         replies = self._start([(slug, self.prepare(slug, turns, session_id,
                                                    decoding.max_new_tokens, instructions,
-                                                   persona))
-                               for slug, turns in drafts], decoding)
+                                                   persona, lead))
+                               for slug, turns in drafts], decoding, lead)
         if session_id is not None and self.memory is not None:
             for (_, turns), reply in zip(drafts, replies, strict=True):
                 reply.on_done.append(self._remembering(session_id, list(turns)))
@@ -403,7 +407,7 @@ class ChatEngine:
             if reply.cancelled or not reply.text.strip() or self.memory is None:
                 return
             self.memory.remember_exchange(session_id, reply.character, turns[-1].text,
-                                          reply.finished_text, user_turns(turns))
+                                          reply.lead + reply.finished_text, user_turns(turns))
         return remember
 
 
