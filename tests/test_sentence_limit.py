@@ -40,6 +40,8 @@ def test_a_sentence_ends_only_once_the_next_one_has_begun():
 def test_numbers_small_letters_and_abbreviations_do_not_end_a_sentence():
     assert ended("I wrote Op. 84 for him. Then") == ["I wrote Op. 84 for him."]
     assert ended("Visit St. Paul and Mr. Hooke. Then") == ["Visit St. Paul and Mr. Hooke."]
+    assert ended("No. I refuse. Go") == ["No.", "No. I refuse."]  # "No. 5" has its digit
+    assert ended("Symphony No. 9 is done. Then") == ["Symphony No. 9 is done."]
     assert ended('"Yes!" he said. And') == ['"Yes!" he said.']
     assert ended("Well… perhaps not.\" She") == ["Well… perhaps not.\""]
 

@@ -15,8 +15,9 @@ STOP = r"[.!?…][\"'”’)\]*]*"  # a full stop, question or exclamation mark 
 # a stop, then the whitespace before the next word; or a line break (with what precedes it)
 _BOUNDARY = re.compile(rf"(?P<stop>{STOP})(?P<gap>\s+)(?=\S)|(?P<line>[ \t]*\n)\s*(?=\S)")
 _WORD_BEFORE = re.compile(r"(\w+)$")
-ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "st", "mt", "jr", "sr", "op", "no", "nos",
-                           "vol", "rev", "gen", "col", "capt", "lt", "prof", "hon", "vs", "cf"})
+# titles before a name; "No.", "Op." and "vol." need none: a number follows them
+ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "st", "mt", "rev", "gen", "col", "capt",
+                           "lt", "prof", "hon", "vs", "cf"})
 
 
 def sentence_ends(text: str) -> list[int]:
