@@ -42,6 +42,8 @@ def test_numbers_small_letters_and_abbreviations_do_not_end_a_sentence():
     assert ended("Visit St. Paul and Mr. Hooke. Then") == ["Visit St. Paul and Mr. Hooke."]
     assert ended("No. I refuse. Go") == ["No.", "No. I refuse."]  # "No. 5" has its digit
     assert ended("Symphony No. 9 is done. Then") == ["Symphony No. 9 is done."]
+    assert ended("I admire J. S. Bach and M. Crassus. I") == [
+        "I admire J. S. Bach and M. Crassus."]
     assert ended('"Yes!" he said. And') == ['"Yes!" he said.']
     assert ended("Well… perhaps not.\" She") == ["Well… perhaps not.\""]
 

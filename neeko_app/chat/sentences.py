@@ -2,9 +2,9 @@
 
 A sentence ends at '.', '!', '?' or '…' (closing quotes or brackets may follow) once
 whitespace and the next word have come, unless that word begins with a small letter or a
-digit ("Op. 84", "well… perhaps") or the word before the stop is a common abbreviation
-("St. Paul"). A line break always ends one. The end of a text being written is not an end:
-the next word may still continue the sentence.
+digit ("Op. 84", "well… perhaps") or the word before the stop is an initial or a common
+abbreviation ("J. S. Bach", "St. Paul"). A line break always ends one. The end of a text
+being written is not an end: the next word may still continue the sentence.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ STOP = r"[.!?…][\"'”’)\]*]*"  # a full stop, question or exclamation mark 
 # a stop, then the whitespace before the next word; or a line break (with what precedes it)
 _BOUNDARY = re.compile(rf"(?P<stop>{STOP})(?P<gap>\s+)(?=\S)|(?P<line>[ \t]*\n)\s*(?=\S)")
 _WORD_BEFORE = re.compile(r"(\w+)$")
-# titles before a name; "No.", "Op." and "vol." need none: a number follows them
+# titles before a name (and Rome's "Cn."); "No.", "Op." and "vol." need none: a number
+# follows them
 ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "st", "mt", "rev", "gen", "col", "capt",
-                           "lt", "prof", "hon", "vs", "cf"})
+                           "lt", "prof", "hon", "vs", "cf", "cn"})
 
 
 def sentence_ends(text: str) -> list[int]:
@@ -42,8 +43,11 @@ def _starts_sentence(text: str, match: re.Match) -> bool:
     if following.islower() or following.isdigit():
         return False
     word_before = _WORD_BEFORE.search(text, 0, match.start("stop"))
-    return not (match.group("stop").startswith(".") and word_before
-                and word_before.group(1).casefold() in ABBREVIATIONS)
+    if not (match.group("stop").startswith(".") and word_before):
+        return True
+    word = word_before.group(1)
+    initial = len(word) == 1 and word.isupper()  # "J. S. Bach", "M. Licinius Crassus"
+    return not initial and word.casefold() not in ABBREVIATIONS
 
 
 def cut_after_sentences(text: str, count: int) -> int | None:
