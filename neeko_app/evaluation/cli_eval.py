@@ -6,7 +6,6 @@ import argparse
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -14,7 +13,7 @@ from tqdm import tqdm
 from neeko_app.characters.card import HELDOUT_FILE
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.config import Settings
-from neeko_app.evaluation.cli_heldout import StageBars
+from neeko_app.evaluation.cli_heldout import StageBars, sentence_limited
 from neeko_app.evaluation.heldout import HeldoutOptions, run_heldout_evaluation
 from neeko_app.evaluation.incremental import (
     IncrementalResult,
@@ -69,9 +68,8 @@ def run_eval_command(settings: Settings, args: argparse.Namespace) -> int:
                          "block and the blocks system")
     out = Path(args.out) if args.out else settings.reports_dir / "latest"
     started = time.perf_counter()
-    decoding = DecodingSettings(max_new_tokens=args.max_new_tokens, temperature=0.0)
-    if args.max_sentences is not None:
-        decoding = replace(decoding, max_sentences=args.max_sentences)
+    decoding = sentence_limited(DecodingSettings(max_new_tokens=args.max_new_tokens,
+                                                 temperature=0.0), args.max_sentences)
     with evaluation_memory(args.systems, runtime.characters.values()) as memory, \
             _bar("replies") as progress:
         replies = run_scripts(runtime, scripts, args.systems, ReplyLog(out / "replies.jsonl"),

@@ -42,6 +42,11 @@ def heldout_decoding(sample: bool, max_new_tokens: int | None, seed: int,
         decoding = replace(chat, max_new_tokens=max_new_tokens or chat.max_new_tokens)
     else:
         decoding = DecodingSettings(max_new_tokens=max_new_tokens or 64, temperature=0.0)
+    return sentence_limited(decoding, max_sentences)
+
+
+def sentence_limited(decoding: DecodingSettings, max_sentences: int | None) -> DecodingSettings:
+    """`decoding` with the evaluation's `--max-sentences`, when one was given."""
     return decoding if max_sentences is None else replace(decoding, max_sentences=max_sentences)
 
 
