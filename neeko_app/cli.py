@@ -78,7 +78,9 @@ def _port(text: str) -> int:
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-model", help="'embedded' (default), 'tiny' or a local HF model dir")
     parser.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
-    parser.add_argument("--dtype", help="auto (default), float32, bfloat16, float16")
+    parser.add_argument("--dtype", help="auto (default: bf16 on CUDA and for chat on a CPU that "
+                        "multiplies it natively, else fp32; training fp32), float32, bfloat16, "
+                        "float16")
     _add_data_flags(parser)
     parser.add_argument("--cache-dir", help="model cache (default: ~/.cache/neeko-app)")
 
@@ -363,8 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="shorten a random shape's layer stack (e.g. a 7B shape on a laptop)")
     bench.add_argument("--base-model", help="end-to-end's model (default: embedded)")
     bench.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
-    bench.add_argument("--dtype", help="auto (default: bf16 on CUDA, fp32 on CPU), float32, "
-                       "bfloat16, float16")
+    bench.add_argument("--dtype", help="auto (default: bf16 on CUDA, fp32 on CPU; end-to-end "
+                       "as the chat app), float32, bfloat16, float16")
     bench.add_argument("--rounds", type=_positive_int, help="timing rounds per case")
     bench.add_argument("--batch", type=_positive_int,
                        help="rows of the mixed-batch and scale batches (default 8; one "

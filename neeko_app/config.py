@@ -36,7 +36,9 @@ class Settings:
 
     base_model: str = "embedded"  # "embedded", "tiny", or a local Hugging Face model directory
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
-    dtype: str = "auto"  # "auto" (bf16 on CUDA, fp32 on CPU), "float32", "bfloat16", "float16"
+    # "auto": bf16 on CUDA; on a CPU, bf16 for chat where the CPU multiplies it natively
+    # (avx512_bf16 or AMX), else fp32, and fp32 for training. Or "float32", "bfloat16", "float16".
+    dtype: str = "auto"
     # "eager": decode steps follow the batch's shape; "compiled": one torch.compile'd step of
     # fixed shape per batch size and length (compiled on first use: tens of seconds on a CPU)
     decode: str = "eager"

@@ -57,7 +57,7 @@ def run_export_command(settings: Settings, args: argparse.Namespace) -> int:
     if bool(args.character) == args.all:
         raise ValueError("export takes a CHARACTER or --all, not both" if args.all else
                          "export needs a CHARACTER, or --all for every trained one")
-    runtime = load_runtime(settings)
+    runtime = load_runtime(settings, serving=False)  # the blocks as trained, not rounded
     if args.all:
         print("\n".join(export_all(runtime, args.peft).lines()))
     else:

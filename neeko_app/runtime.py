@@ -49,6 +49,16 @@ class Runtime:
             self.problems.update(problems)
             return list(new)
 
+    def attach(self, character: Character) -> None:
+        """Take in `character`, new or retrained by another runtime: its block is loaded
+        from disk unless this model holds it already."""
+        with self._refreshing:
+            problems = _attach_blocks(self.model, {character.slug: character})
+            _log_problems(problems)
+            self.characters[character.slug] = character
+            self.problems.pop(character.slug, None)
+            self.problems.update(problems)
+
     def playing_mode(self, character: Character) -> str:
         """How the model plays `character`, in words: own block, fusion, or profile only."""
         if character.slug in self.model.block_names:
@@ -84,12 +94,15 @@ def block_config(characters: dict[str, Character]) -> MoeLoraConfig:
     return MoeLoraConfig()
 
 
-def load_runtime(settings: Settings, report: Callable[[str], None] = print) -> Runtime:
-    """Load the base model and attach the block of every character that has one."""
+def load_runtime(settings: Settings, report: Callable[[str], None] = print,
+                 serving: bool = True) -> Runtime:
+    """Load the base model and attach the block of every character that has one. `serving`
+    False: for training or export, in the dtype that keeps the blocks' precision
+    (`model.loader.resolve_dtype`)."""
     registry = discover_characters(*settings.character_dirs)
     characters, problems = registry.characters, registry.problems
     base = load_base_model(settings.base_model, settings.cache_dir, settings.device,
-                           settings.dtype, report)
+                           settings.dtype, report, serving)
     model = NeekoModel(base.model, block_config(characters)).to(base.device)
     problems.update(_attach_blocks(model, characters))
     _log_problems(problems)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from neeko_app.characters.card_text import first_sentence
+from neeko_app.characters.facts import QuizQuestion
+from neeko_app.chat.sentences import kept_sentences
 from neeko_app.cli import main
 from neeko_app.config import Settings
 from neeko_app.evaluation.cli_quiz import merged
@@ -69,6 +70,18 @@ def test_answered_first_counts_only_answers_in_the_first_sentence():
     old = QuizReport.from_dict({"characters": ["miller"], "answers": [
         {k: v for k, v in vars(answer("blocks", True)).items() if k != "answered_first"}]})
     assert old.answered_first_rate("blocks") is None  # a report from before: not a zero
+
+
+@pytest.mark.parametrize(("reply", "first"), [
+    ("The overture to Egmont, Op. 84, in 1810. Goethe wrote the play.", True),
+    ("J. S. Bach's preludes were my daily bread, in 1810. Neefe gave them.", True),
+    ("Goethe wrote the play. My overture to it came in 1810.", False),
+    ("In 1810\nfor Goethe's play.", True),
+])
+def test_the_first_sentence_ends_where_the_chat_app_ends_it(reply, first):
+    question = QuizQuestion("miller-q1", "miller-f1", "When?", re.compile("1810"))
+    assert question.is_answered_by(reply)
+    assert question.is_answered_first_by(reply) == first
 
 
 def test_a_later_run_joins_the_report_and_replaces_only_its_own_systems():
@@ -160,7 +173,7 @@ def test_quiz_cli_reports_before_and_after_in_one_file(quiz_settings, tmp_path, 
     for a in report["answers"]:
         assert a["correct"] == (FACTS[a["character"]][1].lower() in a["reply"].lower())
         assert a["answered_first"] == (a["correct"] and FACTS[a["character"]][1].lower()
-                                       in first_sentence(a["reply"], limit=None).lower())
+                                       in kept_sentences(a["reply"].strip(), 1).lower())
     assert "Fact quiz accuracy" in capsys.readouterr().out
 
 

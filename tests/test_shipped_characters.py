@@ -115,7 +115,8 @@ def test_every_exported_adapter_gives_the_in_app_logits_in_peft(tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    runtime = load_runtime(Settings(device="cpu", characters_dir=SHIPPED), report=lambda _: None)
+    runtime = load_runtime(Settings(device="cpu", characters_dir=SHIPPED), report=lambda _: None,
+                           serving=False)  # as `neeko export` loads it: float32 on a CPU
     report = export_all(runtime, tmp_path)
     assert list(report.adapters) == sorted([*PRETRAINED, EXPANDED]) and not report.skipped
     ids = runtime.base.tokenizer(QUESTION, return_tensors="pt").input_ids

@@ -18,6 +18,7 @@ from neeko_app.config import Settings
 from neeko_app.evaluation.systems import MIX_BLOCK
 from neeko_app.model.tiny import tiny_tokenizer
 from neeko_app.runtime import load_runtime
+from neeko_app.storage import load_tensors
 from neeko_app.training import workflows
 from neeko_app.training.baselines import load_lora_mix, mix_block_path
 from neeko_app.training.data import (
@@ -252,6 +253,28 @@ def test_pretrain_then_expansion_keeps_old_characters_bit_identical(library, tmp
     for name in ("baker", "sailor"):
         assert torch.equal(before[name], after[name])
     assert not torch.allclose(after["smith"], after["baker"])
+
+
+def test_a_chat_model_in_bfloat16_gets_a_block_trained_in_float32(library, tmp_path):
+    """A chat runtime in bf16 (the CPU default where bf16 is native) does not train the new
+    block itself: a float32 runtime does, and the chat's model then loads the saved block."""
+    pretrain(library, ["baker", "sailor"], TrainingJob(TrainingConfig(epochs=1, batch_size=4)))
+    chat = load_runtime(library, report=lambda _: None)
+    chat.model.to(torch.bfloat16)
+    chat.base = dataclasses.replace(chat.base, dtype=torch.bfloat16)
+    old = {n: block_weights(chat.model, n) for n in ("baker", "sailor")}
+    source = write_character(tmp_path / "incoming", "smith", "iron")
+    added = add_character(library, source, "expansion", TrainingJob(FAST), runtime=chat)
+    saved = load_tensors(added.block_path)
+    assert saved and all(t.dtype == torch.float32 for t in saved.values())
+    assert chat.model.block_names == ["baker", "sailor", "smith"]
+    assert chat.character("smith").block_path == added.block_path
+    for name, weights in old.items():
+        assert all(map(torch.equal, weights, block_weights(chat.model, name)))
+    trained = block_weights(chat.model, "smith")
+    assert trained and all(t.dtype == torch.bfloat16 for t in trained)
+    fresh = block_weights(load_runtime(library, report=lambda _: None).model, "smith")
+    assert all(torch.equal(t, f.to(torch.bfloat16)) for t, f in zip(trained, fresh, strict=True))
 
 
 def test_fusion_adds_a_character_without_a_block(library, tmp_path):

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from neeko_app.chat.sentences import kept_sentences
 from neeko_app.jsonl import jsonl_records
 
 FACTS_FILE = "facts.jsonl"
@@ -48,6 +49,11 @@ class QuizQuestion:
     def is_answered_by(self, reply: str) -> bool:
         """Whether `reply` holds the answer."""
         return self.answer.search(reply) is not None
+
+    def is_answered_first_by(self, reply: str) -> bool:
+        """Whether the first sentence of `reply` holds the answer, the sentence ended as the
+        chat app ends one (`chat.sentences`: "Op. 84" and "J. S. Bach" go on)."""
+        return self.is_answered_by(kept_sentences(reply.strip(), 1))
 
 
 def _text(raw: dict, key: str, where: str) -> str:

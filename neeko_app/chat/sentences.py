@@ -57,6 +57,12 @@ def cut_after_sentences(text: str, count: int) -> int | None:
     return ends[count - 1] if len(ends) >= count else None
 
 
+def kept_sentences(text: str, count: int) -> str:
+    """What a limit of `count` sentences keeps of the finished `text`."""
+    cut = cut_after_sentences(text, count)
+    return text if cut is None else text[:cut]
+
+
 class SentenceLimit:
     """Ends a stream of text pieces after `count` sentences (0: never), for a server that
     cannot: each piece is handed on up to the cut, trailing whitespace waiting for the next

@@ -26,7 +26,6 @@ from pathlib import Path
 import torch
 
 from neeko_app.characters.card import Character
-from neeko_app.characters.card_text import first_sentence
 from neeko_app.characters.facts import FACTS_FILE, QUIZ_FILE, QuizQuestion, load_facts, load_quiz
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.evaluation.heldout import decoding_of_reply, generated_replies
@@ -181,7 +180,7 @@ def run_quiz(runtime: Runtime, slugs: Sequence[str], systems: Sequence[str] = QU
             QuizAnswer(c.slug, name, q.id, q.question, reply, q.is_answered_by(reply),
                        cast[k].slug if k >= 0 else None, speaks_in_first_person(reply),
                        copied_card_words(reply, c), score,
-                       q.is_answered_by(first_sentence(reply, limit=None)))
+                       q.is_answered_first_by(reply))
             for (c, q), reply, k, score in zip(quizzes, replies, nearest, scores, strict=True)]
     report.seconds = time.perf_counter() - started
     return report

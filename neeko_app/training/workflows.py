@@ -30,6 +30,7 @@ from neeko_app.characters.registry import discover_characters, find_character, n
 from neeko_app.config import Settings
 from neeko_app.embedding import role_embedding
 from neeko_app.model import load_base_model
+from neeko_app.model.loader import resolve_dtype
 from neeko_app.moelora import MoeLoraConfig, NeekoModel
 from neeko_app.moelora.persistence import save_block
 from neeko_app.runtime import Runtime, load_runtime
@@ -216,19 +217,18 @@ def _add_claimed(settings: Settings, source: Path, mode: Literal["fusion", "expa
     in_place = source.resolve().parent in {d.resolve() for d in settings.character_dirs}
     home = source.parent if in_place else settings.user_characters_dir
     character = load_character(source) if in_place else stage_character(settings, source)
-    if mode == "expansion" and runtime is None:
-        runtime = load_runtime(settings)
-    blocks_before = runtime.model.num_blocks if runtime is not None else 0
+    trainer = _training_runtime(settings, runtime) if mode == "expansion" else None
+    blocks_before = trainer.model.num_blocks if trainer is not None else 0
     try:
         role = role_embedding(character.profile_text())
-        if mode == "expansion":
-            _expand(settings, character, role, job, runtime)
+        if trainer is not None:
+            _expand(settings, character, role, job, trainer)
         save_role(character, role)
         if not in_place:
             character.folder.rename(home / character.slug)
     except BaseException:
-        if runtime is not None and runtime.model.num_blocks > blocks_before:
-            runtime.model.truncate_blocks(blocks_before)
+        if trainer is not None and trainer.model.num_blocks > blocks_before:
+            trainer.model.truncate_blocks(blocks_before)
         if not in_place:
             shutil.rmtree(character.folder, ignore_errors=True)
         raise
@@ -236,8 +236,18 @@ def _add_claimed(settings: Settings, source: Path, mode: Literal["fusion", "expa
         discard_checkpoint(_expansion_checkpoint(settings, character.slug))
     character = load_character(home / character.slug)
     if runtime is not None:
-        runtime.characters[character.slug] = character
+        runtime.attach(character)
     return character
+
+
+def _training_runtime(settings: Settings, runtime: Runtime | None) -> Runtime:
+    """Where a new block trains: the chat's own runtime when it holds the training dtype
+    (its model then plays the character at once), else a runtime loaded for training. A chat
+    model in bf16 on a CPU would round every small update of the block away."""
+    if runtime is not None and runtime.base.dtype == resolve_dtype(settings.dtype,
+                                                                   runtime.base.device):
+        return runtime
+    return load_runtime(settings, serving=False)
 
 
 def _expansion_checkpoint(settings: Settings, slug: str) -> Path:
