@@ -288,7 +288,9 @@ def test_sillytavern_chats_with_a_neeko_character_through_the_api(
     # the page renders the reply as Markdown (quotes and emphasis become markup): the same
     # letters and digits in the same order; SillyTavern's saved chat holds the text itself
     assert letters(shown.locator(".mes_text").inner_text()) == letters(reply)
-    assert saved_reply(stack.data_root, character.name) == reply.strip()
+    # SillyTavern saves the chat a moment after the stream ends
+    wait_until(lambda: saved_reply(stack.data_root, character.name) == reply.strip(),
+               "the reply to be saved")
     page.screenshot(path=str(screenshots / "sillytavern-chat.png"))
     check_captured(sent, CAPTURED)
 
