@@ -44,9 +44,10 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def resolve_dtype(dtype: str, device: torch.device, serving: bool = False) -> torch.dtype:
     """The named dtype; for "auto", bf16 on CUDA and fp32 on a CPU, except that a model
-    `serving` chat on a CPU that multiplies bfloat16 natively runs in bf16 (there it decodes
-    1.5 to 3 times as fast and answers the fact quiz as well, docs/performance.md). Training
-    and export keep fp32 on a CPU: their weights are updated or written, not only read."""
+    `serving` chat on a CPU that multiplies bfloat16 natively runs in bf16 (there replies
+    come about 1.3 times sooner, several sessions get twice the throughput, and the fact quiz
+    scores the same; docs/performance.md). Training and export keep fp32 on a CPU: they
+    write blocks, which must keep the precision they were trained in."""
     if dtype == "auto":
         if device.type == "cuda" or (serving and cpu_multiplies_bfloat16()):
             return torch.bfloat16

@@ -242,8 +242,9 @@ def _add_claimed(settings: Settings, source: Path, mode: Literal["fusion", "expa
 
 def _training_runtime(settings: Settings, runtime: Runtime | None) -> Runtime:
     """Where a new block trains: the chat's own runtime when it holds the training dtype
-    (its model then plays the character at once), else a runtime loaded for training. A chat
-    model in bf16 on a CPU would round every small update of the block away."""
+    (its model then plays the character at once), else a runtime loaded for training. In a
+    chat model in bf16 the block would train through a bf16 forward pass, not the float32
+    recipe of every shipped block, and be stored rounded to bf16."""
     if runtime is not None and runtime.base.dtype == resolve_dtype(settings.dtype,
                                                                    runtime.base.device):
         return runtime
