@@ -6,6 +6,7 @@ import torch
 
 from neeko_app.model.kv_cache import returned_cache, with_cache
 from neeko_app.moelora import Gate, NeekoModel
+from tests.conftest import make_tiny_neeko
 
 
 def logits(model: NeekoModel, ids: torch.Tensor, gate: Gate | None) -> torch.Tensor:
@@ -103,19 +104,24 @@ def decode_logits(model: NeekoModel, prompt: torch.Tensor, gate: Gate | None) ->
         return torch.stack(steps, 1)
 
 
+def decode_gates(model: NeekoModel) -> dict[str, Gate]:
+    """A gate for each decode path of a 40-block model and a batch of 4 rows."""
+    return {
+        "uniform": model.gate_for(["char5"] * 4),
+        "narrow span": model.gate_for(["char1", "char3", None, "char2"]),
+        "wide span": model.gate_for(["char0", "char39", "char20", None]),
+        "fusion": model.fusion_gate_for(torch.randn(4, model.keys.shape[1],
+                                                    generator=torch.Generator().manual_seed(0)),
+                                        top_k=3),
+    }
+
+
 def test_every_decode_path_equals_the_dense_reference(token_batch):
     """One character for all rows (views of one block), a narrow block range read whole,
     and a wide range gathered per row: all three agree with the dense reference, with bare
     rows mixed in."""
-    from tests.conftest import make_tiny_neeko
-
     model = make_tiny_neeko(num_blocks=40)
-    gates = {
-        "uniform": model.gate_for(["char5"] * 4),
-        "narrow span": model.gate_for(["char1", "char3", None, "char2"]),
-        "wide span": model.gate_for(["char0", "char39", "char20", None]),
-        "fusion": model.fusion_gate_for(torch.randn(4, model.keys.shape[1]), top_k=3),
-    }
+    gates = decode_gates(model)
     assert gates["uniform"].uniform_block == 5
     assert gates["narrow span"].uniform_block is None
     assert gates["wide span"].block_span == (0, 40)
@@ -153,3 +159,22 @@ def test_generate_that_repeats_rows_repeats_their_gate_rows(tiny_neeko):
         assert torch.equal(both[2 * row:2 * row + 2], alone)
     assert gate.for_batch(4) is gate.for_batch(4)
     assert gate.for_batch(4).indices[:, 0].tolist() == [0, 0, 3, 3]
+
+
+def test_float32_blocks_in_a_bfloat16_model_take_every_path(token_batch):
+    """Blocks kept in float32 inside a bfloat16 model (as a block trained in float32 would
+    be): each decode path adds the rows' own products, shaped as the base output, close to
+    the float32 model's."""
+    model = make_tiny_neeko(num_blocks=40)
+    gates = decode_gates(model)
+    reference = {name: decode_logits(model, token_batch, gate) for name, gate in gates.items()}
+    layers = [layer for _, layer in model.lora_layers()]
+    blocks = [(layer.lora_A.clone(), layer.lora_BT.clone()) for layer in layers]
+    model.to(torch.bfloat16)
+    for layer, (a, bt) in zip(layers, blocks, strict=True):
+        layer.lora_A, layer.lora_BT = a, bt
+    for name, gate in gates.items():
+        mixed = decode_logits(model, token_batch, gate)
+        assert mixed.shape == reference[name].shape, name
+        torch.testing.assert_close(mixed.float(), reference[name], rtol=0.05, atol=0.05,
+                                   msg=name)

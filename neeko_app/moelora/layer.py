@@ -193,7 +193,7 @@ def _add_scaled(result: torch.Tensor, hidden: torch.Tensor, b: torch.Tensor,
 
     `hidden` is [n, r] with `b` [r, out], or batched: [b, t, K*r] with `b` [b, K*r, out]."""
     if hidden.dtype != result.dtype:
-        return result + (scaling * (hidden @ b)).to(result.dtype)
+        return result + (scaling * (hidden @ b)).to(result.dtype).reshape(result.shape)
     fused = torch.addmm if hidden.dim() == 2 else torch.baddbmm
     flat = result.reshape(*hidden.shape[:-1], b.shape[-1])
     return fused(flat, hidden, b, alpha=scaling).reshape(result.shape)
