@@ -43,21 +43,22 @@ class Runtime:
             registry = discover_characters(*self.settings.character_dirs)
             new = {slug: c for slug, c in registry.characters.items()
                    if slug not in self.characters}
-            problems = _attach_blocks(self.model, new)
-            _log_problems(problems)
-            self.characters.update(new)
-            self.problems.update(problems)
+            self._take_in(new)
             return list(new)
 
     def attach(self, character: Character) -> None:
         """Take in `character`, new or retrained by another runtime: its block is loaded
         from disk unless this model holds it already."""
         with self._refreshing:
-            problems = _attach_blocks(self.model, {character.slug: character})
-            _log_problems(problems)
-            self.characters[character.slug] = character
             self.problems.pop(character.slug, None)
-            self.problems.update(problems)
+            self._take_in({character.slug: character})
+
+    def _take_in(self, characters: dict[str, Character]) -> None:
+        """Add `characters`, attaching the blocks this model does not hold yet."""
+        problems = _attach_blocks(self.model, characters)
+        _log_problems(problems)
+        self.characters.update(characters)
+        self.problems.update(problems)
 
     def playing_mode(self, character: Character) -> str:
         """How the model plays `character`, in words: own block, fusion, or profile only."""

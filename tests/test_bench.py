@@ -15,7 +15,7 @@ import torch
 
 from neeko_app.bench import end_to_end, mixed_batch, scale, switching
 from neeko_app.bench.plot import summary_plot
-from neeko_app.bench.timing import interleaved, paired_ratio, percentile
+from neeko_app.bench.timing import interleaved, medians_against, paired_ratio, percentile
 from neeko_app.config import Settings
 from neeko_app.moelora.persistence import read_block_metadata
 from neeko_app.training.trainer import TrainingConfig
@@ -38,6 +38,13 @@ def test_paired_ratio_divides_within_each_round():
     # round 2 was slow for both cases: per-round ratios are 2, 2, 3 whatever the phase
     samples = {"case": [2.0, 20.0, 3.0], "reference": [1.0, 10.0, 1.0]}
     assert paired_ratio(samples, "case", "reference") == 2.0
+
+
+def test_medians_against_a_reference_configuration():
+    samples = {"before": {"tokens/s": [10.0, 9.0, 11.0]}, "after": {"tokens/s": [30.0, 20.0, 25.0]}}
+    before, after = medians_against(samples, "before", "before")
+    assert before == {"configuration": "before", "tokens/s": 10.0, "tokens/s x before": 1.0}
+    assert after == {"configuration": "after", "tokens/s": 25.0, "tokens/s x before": 2.5}
 
 
 def test_percentile_interpolates():

@@ -163,6 +163,14 @@ def timed_reply(engine: ChatEngine, slug: str, question: str,
     return first - started, max(reply.completion_tokens - 1, 1) / max(done - first, 1e-9)
 
 
+def whole_reply_seconds(engine: ChatEngine, slug: str, question: str,
+                        decoding: DecodingSettings | None = None) -> float:
+    """Seconds until `slug`'s whole reply to `question` (no session) has come."""
+    started = time.perf_counter()
+    engine.reply(slug, [Turn("user", question)], decoding=decoding).result()
+    return time.perf_counter() - started
+
+
 def sessions_at_once(engine: ChatEngine, count: int) -> float:
     """Tokens per second of `count` sessions asking at once, each its own character (the
     characters in turn): all their tokens over the wall time."""

@@ -61,6 +61,20 @@ def paired_ratio(samples: dict[str, list[float]], case: str, reference: str) -> 
                                                    strict=True))
 
 
+def medians_against(samples: dict[str, dict[str, list[float]]], reference: str,
+                    ratio_label: str) -> list[dict]:
+    """One row per configuration of `samples` (configuration -> case -> values): each
+    case's median, and its ratio to `reference`'s median as "<case> x <ratio_label>"."""
+    rows = []
+    for name, cases in samples.items():
+        row: dict = {"configuration": name}
+        for case, values in cases.items():
+            row[case] = statistics.median(values)
+            row[f"{case} x {ratio_label}"] = row[case] / statistics.median(samples[reference][case])
+        rows.append(row)
+    return rows
+
+
 def per_call(fn: Callable[[], object], calls: int, device: torch.device) -> Callable[[], float]:
     """A case function: the mean seconds of one call of `fn` over `calls` back-to-back calls."""
     def run() -> float:

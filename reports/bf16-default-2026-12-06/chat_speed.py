@@ -22,11 +22,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from neeko_app.bench.end_to_end import QUESTIONS, sessions_at_once, timed_reply
+from neeko_app.bench.end_to_end import (
+    QUESTIONS,
+    sessions_at_once,
+    timed_reply,
+    whole_reply_seconds,
+)
 from neeko_app.bench.results import machine
+from neeko_app.bench.timing import medians_against
 from neeko_app.chat.engine import ChatEngine
 from neeko_app.chat.generation import DecodingSettings
-from neeko_app.chat.prompt import Turn
 from neeko_app.config import Settings
 from neeko_app.memory import MemoryStore
 from neeko_app.memory.knowledge import index_characters
@@ -55,14 +60,10 @@ def openers() -> list[tuple[str, str]]:
     return [(slug, q) for slug, questions in sorted(chosen.items()) for q in questions]
 
 
-def whole_reply_seconds(engine: ChatEngine, asked: list[tuple[str, str]]) -> float:
+def default_reply_seconds(engine: ChatEngine, asked: list[tuple[str, str]]) -> float:
     """Median seconds to the whole reply at the app's defaults, seed k for opener k."""
-    times = []
-    for k, (slug, question) in enumerate(asked):
-        started = time.perf_counter()
-        engine.reply(slug, [Turn("user", question)], decoding=DecodingSettings(seed=k)).result()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return statistics.median(whole_reply_seconds(engine, slug, question, DecodingSettings(seed=k))
+                             for k, (slug, question) in enumerate(asked))
 
 
 def main() -> None:
@@ -87,19 +88,15 @@ def main() -> None:
             question = QUESTIONS[done % len(QUESTIONS)]
             measured = (*timed_reply(engine, slugs[done % len(slugs)], question,
                                      f"speed-{time.time()}"),
-                        sessions_at_once(engine, 8), whole_reply_seconds(engine, asked))
+                        sessions_at_once(engine, 8), default_reply_seconds(engine, asked))
             print(f"round {done} {name} ({engine.runtime.base.dtype}): " + ", ".join(
                 f"{v:.2f} {c}" for c, v in zip(CASES, measured, strict=True)), flush=True)
             if done:
                 for case, value in zip(CASES, measured, strict=True):
                     samples[name][case].append(value)
-    rows = []
-    for name, cases in samples.items():
-        row = {"configuration": name, "dtype": str(engines[name].runtime.base.dtype)}
-        for case, values in cases.items():
-            row[case] = statistics.median(values)
-            row[f"{case} x before"] = row[case] / statistics.median(samples[before][case])
-        rows.append(row)
+    rows = medians_against(samples, before, "before")
+    for row in rows:
+        row["dtype"] = str(engines[row["configuration"]].runtime.base.dtype)
         print(row, flush=True)
     for engine in engines.values():
         engine.close()

@@ -13,13 +13,13 @@ ratios to today's default and writes chat-speed.json beside this script.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from neeko_app.bench.end_to_end import QUESTIONS, sessions_at_once, timed_reply
 from neeko_app.bench.results import machine
+from neeko_app.bench.timing import medians_against
 from neeko_app.chat.engine import ChatEngine
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.config import Settings
@@ -74,13 +74,8 @@ def main() -> None:
             if done:
                 for case, value in zip(CASES, measured, strict=True):
                     samples[name][case].append(value)
-    rows = []
-    for name, cases in samples.items():
-        row = {"configuration": name}
-        for case, values in cases.items():
-            row[case] = statistics.median(values)
-            row[f"{case} x today"] = row[case] / statistics.median(samples[today][case])
-        rows.append(row)
+    rows = medians_against(samples, today, "today")
+    for row in rows:
         print(row, flush=True)
     for engine in engines.values():
         engine.close()

@@ -28,7 +28,7 @@ import re
 from pathlib import Path
 
 from neeko_app.characters.facts import QUIZ_FILE, load_quiz
-from neeko_app.chat.sentences import cut_after_sentences
+from neeko_app.chat.sentences import kept_sentences
 from neeko_app.config import Settings
 from neeko_app.evaluation.recall import PROBES
 from neeko_app.storage import atomic_write_json
@@ -41,8 +41,7 @@ LIMITS = (1, 2, 3, 0)  # 0: no limit
 
 def cut(reply: str, limit: int) -> str:
     """`reply` as the sentence limit ends it (a sentence ends once the next has begun)."""
-    at = cut_after_sentences(reply.strip(), limit) if limit else None
-    return reply.strip() if at is None else reply.strip()[:at]
+    return kept_sentences(reply.strip(), limit) if limit else reply.strip()
 
 
 def words(texts: list[str]) -> float:

@@ -13,24 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
+from neeko_app.bench.end_to_end import whole_reply_seconds
 from neeko_app.chat.engine import ChatEngine
 from neeko_app.chat.generation import DecodingSettings
-from neeko_app.chat.prompt import Turn
 from neeko_app.config import Settings
 from neeko_app.memory.scratch import scratch_knowledge
 from neeko_app.runtime import load_runtime
 
 HERE = Path(__file__).parent
 SETTINGS = {"one sentence": 1, "no limit": 0}
-
-
-def reply_seconds(engine: ChatEngine, slug: str, question: str, decoding) -> float:
-    started = time.perf_counter()
-    engine.reply(slug, [Turn("user", question)], decoding=decoding).result()
-    return time.perf_counter() - started
 
 
 def summary(times: dict[str, list[float]]) -> str:
@@ -51,14 +44,15 @@ def main() -> None:
     with scratch_knowledge([runtime.character(s) for s in slugs]) as memory:
         engine = ChatEngine(runtime, memory)
         try:
-            reply_seconds(engine, *questions[0], engine.decoding)  # warm-up
+            whole_reply_seconds(engine, *questions[0], engine.decoding)  # warm-up
             times: dict[str, list[float]] = {name: [] for name in SETTINGS}
             for round_ in range(args.rounds):
                 this_round: dict[str, list[float]] = {name: [] for name in SETTINGS}
                 for k, (slug, question) in enumerate(questions):
                     for name, limit in SETTINGS.items():
                         decoding = DecodingSettings(seed=k, max_sentences=limit)
-                        this_round[name].append(reply_seconds(engine, slug, question, decoding))
+                        this_round[name].append(
+                            whole_reply_seconds(engine, slug, question, decoding))
                 print(f"round {round_ + 1}: {summary(this_round)}")
                 for name in SETTINGS:
                     times[name] += this_round[name]
