@@ -27,7 +27,7 @@ def default_data_dir() -> Path:
     return Path(base) / "neeko-app"
 
 
-DECODE_MODES = ("eager", "compiled")
+DECODE_MODES = ("auto", "merged", "eager", "compiled")
 
 
 @dataclass(frozen=True)
@@ -39,9 +39,12 @@ class Settings:
     # "auto": bf16 on CUDA; on a CPU, bf16 for chat where the CPU multiplies it natively
     # (avx512_bf16 or AMX), else fp32, and fp32 for training. Or "float32", "bfloat16", "float16".
     dtype: str = "auto"
-    # "eager": decode steps follow the batch's shape; "compiled": one torch.compile'd step of
-    # fixed shape per batch size and length (compiled on first use: tens of seconds on a CPU)
-    decode: str = "eager"
+    # "merged": as "eager", and a batch of one character runs its block merged into the
+    # weights (one more copy of the adapted weights in memory); "eager": decode steps follow
+    # the batch's shape, always through the gate; "compiled": one torch.compile'd step of
+    # fixed shape per batch size and length (compiled on first use: tens of seconds on a
+    # CPU); "auto": merged on a CPU, eager on a GPU (whose memory a larger model fills)
+    decode: str = "auto"
     cache_dir: Path = field(default_factory=_default_cache)
     # The characters that come with the app; the app itself never writes there.
     characters_dir: Path = field(default_factory=lambda: _default_root() / "characters")
@@ -64,6 +67,11 @@ class Settings:
         if self.decode not in DECODE_MODES:
             raise ValueError(f"decode (NEEKO_DECODE) must be one of {DECODE_MODES}, "
                              f"got {self.decode!r}")
+
+    def merges_single_blocks(self, device_type: str) -> bool:
+        """Serve a batch of one character through its merged block, on a device of
+        `device_type` ("cpu", "cuda", ...)."""
+        return self.decode == "merged" or (self.decode == "auto" and device_type == "cpu")
 
     @property
     def compile_decode(self) -> bool:

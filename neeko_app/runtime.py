@@ -99,12 +99,13 @@ def load_runtime(settings: Settings, report: Callable[[str], None] = print,
                  serving: bool = True) -> Runtime:
     """Load the base model and attach the block of every character that has one. `serving`
     False: for training or export, in the dtype that keeps the blocks' precision
-    (`model.loader.resolve_dtype`)."""
+    (`model.loader.resolve_dtype`), and never through merged blocks."""
     registry = discover_characters(*settings.character_dirs)
     characters, problems = registry.characters, registry.problems
     base = load_base_model(settings.base_model, settings.cache_dir, settings.device,
                            settings.dtype, report, serving)
     model = NeekoModel(base.model, block_config(characters)).to(base.device)
+    model.merge_single_blocks(serving and settings.merges_single_blocks(base.device.type))
     problems.update(_attach_blocks(model, characters))
     _log_problems(problems)
     return Runtime(settings, base, model.eval(), characters, problems)

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from neeko_app.bench import end_to_end, mixed_batch, scale, switching
+from neeko_app.bench.engine_comparison import sampled_openers
 from neeko_app.bench.plot import summary_plot
 from neeko_app.bench.timing import interleaved, medians_against, paired_ratio, percentile
 from neeko_app.config import Settings
@@ -170,3 +171,13 @@ def test_the_gpu_script_runs_the_model_benchmarks_without_the_serving_stack(tmp_
             "compiled_step-cpu.json", "summary-cpu.png"} <= {p.name for p in out.iterdir()}
     log = (out / "bench-cpu.log").read_text()
     assert "== scale" in log and "failed" not in log and "transformers" in log
+
+
+def test_sampled_openers_take_the_first_of_each_character(tmp_path):
+    stored = {"answers": [{"character": c, "question": q} for c, q in (
+        ("b", "b1"), ("a", "a1"), ("b", "b2"), ("b", "b3"), ("a", "a2"), ("c", "c1"))]}
+    path = tmp_path / "openers.json"
+    path.write_text(json.dumps(stored))
+    assert sampled_openers(path) == [("a", "a1"), ("a", "a2"), ("b", "b1"), ("b", "b2"),
+                                     ("c", "c1")]
+    assert sampled_openers(path, per_character=1) == [("a", "a1"), ("b", "b1"), ("c", "c1")]

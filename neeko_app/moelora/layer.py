@@ -7,11 +7,17 @@ Storage (block i is a contiguous slice, so gathering one block is one index):
 Both are buffers: the optimiser can never touch them. Training a block copies it into a
 Parameter (`train_blocks`), and `commit_training` writes it back; every other block keeps
 the very same bits.
+
+With `merges_single_block` on (serving), a batch whose rows all play one block runs
+through `base.weight + scaling * B A` for that block, made once and kept (`MergedBlock`):
+one matmul instead of three, at the cost of one more copy of the weight. A batch of
+several characters, a fusion gate or training use the blocks as above.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +47,8 @@ class MoeLoraLinear(nn.Module):
         self.trainable_A = nn.ParameterDict()
         self.trainable_BT = nn.ParameterDict()
         self.slots: GateSlots | None = None  # the gate of a compiled decode step (`bind_slots`)
+        self.merges_single_block = False  # see the module docstring
+        self._merged: MergedBlock | None = None
 
     @property
     def num_blocks(self) -> int:
@@ -95,18 +103,27 @@ class MoeLoraLinear(nn.Module):
         self.trainable_A = nn.ParameterDict()
         self.trainable_BT = nn.ParameterDict()
 
+    def set_merging(self, enabled: bool) -> None:
+        """Turn serving a single block through a merged weight on or off (dropping the kept
+        copy, and the memory it holds)."""
+        self.merges_single_block = enabled
+        self._merged = None
+
     # ---- forward ------------------------------------------------------------------------
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        result = self.base_layer(x)
         if torch.compiler.is_compiling():  # a compiled decode step: the gate is in its slots
+            result = self.base_layer(x)
             if self.slots is None or self.num_blocks == 0:
                 return result
             return self._through_blocks(result, x, self.slots.indices, self.slots.rank_weights)
         gate = current_gate()
         if gate is None or self.num_blocks == 0:
-            return result
+            return self.base_layer(x)
         gate = gate.for_batch(x.shape[0])
+        if self._can_merge(gate):
+            return F.linear(x, self._merged_weight(gate.uniform_block), self.base_layer.bias)
+        result = self.base_layer(x)
         x_lora = self.dropout(x).to(self._compute_dtype())
         if gate.path == "dense":
             return self._add_block_range(result, x_lora, gate, (0, self.num_blocks))
@@ -117,6 +134,29 @@ class MoeLoraLinear(nn.Module):
             if _span_is_cheaper(gate, tokens_per_row):
                 return self._add_block_range(result, x_lora, gate, gate.block_span)
         return self._add_gathered_blocks(result, x_lora, gate)
+
+    def _can_merge(self, gate: Gate) -> bool:
+        """Serve this call through a merged weight: one stored block for every row, and no
+        training going on."""
+        return (self.merges_single_block and not self.training and not self.trainable_A
+                and gate.path == "sparse" and gate.uniform_block is not None)
+
+    def _merged_weight(self, block: int) -> torch.Tensor:
+        """`base.weight + scaling * B A` of `block`, one multiply-add in the weight's dtype,
+        kept until another block is asked for or the blocks or the weight change
+        (reassigned or written in place). The kept copy is replaced, never written, so a
+        concurrent call that still holds the old one computes with it unharmed."""
+        weight = self.base_layer.weight
+        stamp = (block, self.lora_A._version, self.lora_BT._version, weight.device, weight.dtype)
+        sources = (self.lora_A, self.lora_BT, weight)
+        kept = self._merged
+        if kept is not None and kept.stamp == stamp and all(
+                mine is theirs for mine, theirs in zip(kept.sources, sources, strict=True)):
+            return kept.weight
+        merged = torch.addmm(weight, self.lora_BT[block].T.to(weight.dtype),
+                             self.lora_A[block].to(weight.dtype), alpha=self.scaling)
+        self._merged = MergedBlock(stamp, sources, merged)
+        return merged
 
     def _compute_dtype(self) -> torch.dtype:
         return torch.float32 if len(self.trainable_A) else self.lora_A.dtype
@@ -177,6 +217,16 @@ class MoeLoraLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"rank={self.rank}, scaling={self.scaling:g}, blocks={self.num_blocks}"
+
+
+@dataclass(frozen=True)
+class MergedBlock:
+    """A block merged into the base weight, and what it was made from (`stamp`: the block,
+    the stores' versions, the weight's device and dtype; `sources`: the tensors themselves)."""
+
+    stamp: tuple
+    sources: tuple[torch.Tensor, ...]
+    weight: torch.Tensor
 
 
 def _span_is_cheaper(gate: Gate, tokens_per_row: int) -> bool:

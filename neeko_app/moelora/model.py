@@ -127,6 +127,12 @@ class NeekoModel(nn.Module):
         for _, layer in self.lora_layers():
             layer.slots = slots
 
+    def merge_single_blocks(self, enabled: bool) -> None:
+        """Serve a batch whose rows all play one block through that block merged into the
+        base weights (`MoeLoraLinear.merges_single_block`); off: always through the gate."""
+        for _, layer in self.lora_layers():
+            layer.set_merging(enabled)
+
     # ---- calls --------------------------------------------------------------------------
 
     def forward(self, input_ids: torch.Tensor, gate: Gate | None = None, **kwargs):
