@@ -150,6 +150,9 @@ DECODING_FLAGS = {  # flag: (DecodingSettings field, type, help)
                               "(default 0.3; 0: at --temperature throughout)"),
     "--max-sentences": ("max_sentences", _non_negative_int, "the reply ends after this many "
                         "sentences; Continue asks for more (default 1; 0: no limit)"),
+    "--note-contrast": ("note_contrast", _non_negative_float, "weigh the next-token logits "
+                        "with the memory notes against those without them, this much, so that "
+                        "a reply names what the notes say (default 0.5; 0: off)"),
 }
 
 

@@ -99,25 +99,39 @@ class OneNoteMemory(RecordingMemory):
         return [KnowledgeChunk("Ada's engine was drawn by Babbage in Marylebone.", "fact")]
 
 
-def test_copy_bias_is_set_per_request_and_favours_the_notes_names(engine):  # noqa: F811
-    noted = ChatEngine(engine.runtime, OneNoteMemory(), DECODING,
-                       scheduler=endless_scheduler(engine.runtime))
+def replies_beside_a_note(served: ChatEngine, field: str, values: tuple[float, float],
+                          **fixed) -> tuple[dict[float, str], ChatEngine]:
+    """Greedy replies with one memory note for each value of the request field `field`
+    (`fixed`: other fields), on `served`'s runtime; a negative value must be refused. Also
+    the engine used."""
+    noted = ChatEngine(served.runtime, OneNoteMemory(), DECODING,
+                       scheduler=endless_scheduler(served.runtime))
     try:
         http = TestClient(create_app(noted))
         replies = {}
-        for bias in (0.0, 10.0):
+        for value in values:
             body = {"model": "ada", "messages": user(), "temperature": 0, "max_tokens": 6,
-                    "copy_bias": bias}
+                    field: value, **fixed}
             response = post(http, body)
             assert response.status_code == 200, response.text
-            replies[bias] = response.json()["choices"][0]["message"]["content"]
-        assert post(http, {"model": "ada", "messages": user(), "copy_bias": -1}
-                    ).status_code == 400
+            replies[value] = response.json()["choices"][0]["message"]["content"]
+        assert post(http, {"model": "ada", "messages": user(), field: -1}).status_code == 400
     finally:
         noted.close()
+    return replies, noted
+
+
+def test_copy_bias_is_set_per_request_and_favours_the_notes_names(engine):  # noqa: F811
+    replies, _ = replies_beside_a_note(engine, "copy_bias", (0.0, 10.0))
     assert replies[0.0] != replies[10.0]
     # the tiny model spells letter by letter: a strong bias starts a note name, then goes on
     assert replies[10.0][:2] in ("Ba", "Ma"), replies
+
+
+def test_note_contrast_is_set_per_request_and_changes_a_reply_with_notes(engine):  # noqa: F811
+    replies, noted = replies_beside_a_note(engine, "note_contrast", (0.0, 3.0), copy_bias=0)
+    assert noted.scheduler.stats.batch_sizes == [1, 1]  # the hidden row is no request
+    assert replies[0.0] != replies[3.0]
 
 
 def test_every_field_sillytavern_sends_is_accepted(http):  # noqa: F811

@@ -77,6 +77,11 @@ def test_a_fact_from_turn_2_is_retrieved_into_the_prompt_at_turn_30(runtime, mem
     assert HYPATIA in prompt.text
     assert not reply.context.knowledge  # a question about the user's own sister: no notes
     assert about_ada.context.knowledge[0].text in about_ada.prompt.text
+    # the same prompts without the notes, which a note contrast decodes beside them
+    last_turns = prompt.text[prompt.text.rindex("What was my sister"):]
+    assert prompt.without_notes.endswith(last_turns) and HYPATIA not in prompt.without_notes
+    assert about_ada.context.knowledge[0].text not in about_ada.prompt.without_notes
+    assert about_ada.prompt.without_notes.startswith(about_ada.prompt.text[:20])
     assert engine.count_tokens(prompt.text) == reply.prompt_tokens <= 900 - GREEDY.max_new_tokens
     remembered = memory.list_session(session.id)
     assert [e.turn for e in remembered] == list(range(1, 32))

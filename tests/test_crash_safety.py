@@ -290,7 +290,7 @@ def test_kill_of_the_api_server_mid_stream_keeps_the_acknowledged_memory(tmp_pat
     server = start_api(settings, port, log)
     try:  # the client retries the interrupted request
         messages.append({"role": "user", "content": "tell me everything"})
-        body = {"model": "baker", "messages": messages, "max_tokens": 8, "seed": 5,
+        body = {"model": "baker", "messages": messages, "max_tokens": 8, "seed": 6,
                 "stream": True}
         with urllib.request.urlopen(post(url, body, session), timeout=60) as response:
             events = list(sse_events(response))

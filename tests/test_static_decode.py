@@ -3,6 +3,8 @@ path with a growing cache (`DynamicDecoder`), on the tiny model."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -114,6 +116,8 @@ def test_the_compiled_scheduler_streams_what_the_eager_one_streams(model):
                                  add_special_tokens=False).input_ids) for i in range(5)]
     requests = [GenerationRequest(p, g, s)
                 for p, g, s in zip(ids, gate_rows(model), settings, strict=True)]
+    # one reply decoded against a prompt without notes: a hidden sixth row
+    requests[4] = replace(requests[4], contrast_ids=ids[1])
     texts = {}
     for compiled in (False, True):
         scheduler = BatchScheduler(model, model.tokenizer, window_s=0, compile_decode=compiled)

@@ -105,7 +105,7 @@ def decoding(engine: ChatEngine, request: BaseRequest) -> DecodingSettings:
         "repetition_penalty": request.repetition_penalty,
         "no_repeat_ngram_size": request.no_repeat_ngram_size,
         "copy_bias": request.copy_bias, "opening_temperature": request.opening_temperature,
-        "max_sentences": request.max_sentences,
+        "max_sentences": request.max_sentences, "note_contrast": request.note_contrast,
         "stop_strings": stop_strings(request.stop) or None,
     }
     return replace(engine.decoding, **{k: v for k, v in overrides.items() if v is not None})

@@ -70,6 +70,7 @@ class BaseRequest(BaseModel):
     repetition_penalty: float | None = Field(default=None, gt=0, le=10)  # vLLM's
     no_repeat_ngram_size: StrictInt | None = Field(default=None, ge=0, le=64)  # ours
     copy_bias: float | None = Field(default=None, ge=0, le=10)  # ours: `NoteCopyBias`
+    note_contrast: float | None = Field(default=None, ge=0, le=5)  # ours: `chat.contrast`
     opening_temperature: float | None = Field(default=None, ge=0, le=2)  # ours
     max_sentences: StrictInt | None = Field(default=None, ge=0, le=1000)  # ours; 0: no limit
     logit_bias: dict[str, float] | None = None  # refused unless empty

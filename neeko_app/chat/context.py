@@ -35,12 +35,14 @@ class RetrievedContext:
 
 @dataclass(frozen=True)
 class AssembledPrompt:
-    """The prompt text, the history turns it holds, and the retrieved context it used."""
+    """The prompt text, the history turns it holds, and the retrieved context it used;
+    `without_notes` is the same prompt without that context ("" when there is none)."""
 
     text: str
     history: tuple[Turn, ...]
     context: RetrievedContext
     first_turn: int  # number of the first user turn kept in the history (1-based)
+    without_notes: str = ""
 
 
 def user_turns(turns: Sequence[Turn]) -> int:
@@ -117,5 +119,6 @@ def assemble_prompt(
         )
         text = render_with_memory(header, name, context, history)
         if not ranked or count_tokens(text) <= budget:
-            return AssembledPrompt(text, tuple(history), context, first_turn)
+            without_notes = render_prompt(header, history) if context else ""
+            return AssembledPrompt(text, tuple(history), context, first_turn, without_notes)
         ranked.pop()

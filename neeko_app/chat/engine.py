@@ -99,7 +99,10 @@ class ChatEngine:
         self.scheduler.close()
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
+        return len(self._token_ids(text))
+
+    def _token_ids(self, text: str) -> tuple[int, ...]:
+        return tuple(self.tokenizer(text, add_special_tokens=False).input_ids)
 
     # ---- stateless replies (the API's path) --------------------------------------------
 
@@ -135,11 +138,11 @@ class ChatEngine:
                decoding: DecodingSettings, lead: str = "") -> list[Reply]:
         """Submit prepared prompts to the scheduler together (`lead`: see `Reply`)."""
         streams = self.scheduler.submit_many([
-            GenerationRequest(tuple(self.tokenizer(prompt.text, add_special_tokens=False)
-                                    .input_ids), self._gate_row(slug), decoding,
+            GenerationRequest(self._token_ids(prompt.text), self._gate_row(slug), decoding,
                               self.adapter_name(slug),
                               quotable=quotable_ids(self.tokenizer, self.runtime.character(
-                                  slug).name, prompt.context))
+                                  slug).name, prompt.context),
+                              contrast_ids=self._token_ids(prompt.without_notes))
             for slug, prompt in prepared])
         return [Reply(slug, prompt, len(stream.request.prompt_ids), stream, lead)
                 for (slug, prompt), stream in zip(prepared, streams, strict=True)]
@@ -193,7 +196,10 @@ class ChatEngine:
                                  self.count_tokens, budget,
                                  min(self.limits.memory_tokens, max(budget, 0) // 2),
                                  self.max_chars_per_token)
-        return dataclasses.replace(prompt, text=prompt.text + lead) if lead else prompt
+        if not lead:
+            return prompt
+        return dataclasses.replace(prompt, text=prompt.text + lead, without_notes=(
+            prompt.without_notes and prompt.without_notes + lead))
 
     # ---- sessions -----------------------------------------------------------------------
 

@@ -126,6 +126,9 @@ class DecodingSettings:
     # limit). One: the blocks answer in their first sentence and invent in the ones after
     # (reports/reply-length-2026-12-05); Continue asks for the next.
     max_sentences: int = 1
+    # the logits with the memory notes weighed against those without them, so that a
+    # reply names what the notes say (`contrast`; 0: off; a hidden second row per reply)
+    note_contrast: float = 0.5
 
     def penalties(self, prompt_length: int, quotable: Sequence[int] = ()) -> LogitsProcessorList:
         """Repetition penalty, frequency and presence penalties and no-repeat n-grams over

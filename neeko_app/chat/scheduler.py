@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from neeko_app.chat.contrast import with_notes_contrast
 from neeko_app.chat.decoding import RowDecoder
 from neeko_app.chat.dynamic_decode import DynamicDecoder, GateRow
 from neeko_app.chat.generation import DecodingSettings, stop_token_ids
@@ -59,7 +60,9 @@ class GenerationRequest:
 
     `model` names the character's adapter for a remote backend; `stop_ids` replace the
     scheduler's end-of-reply tokens for this request; `quotable` are the tokens of the
-    prompt's memory notes, which the reply may copy at any length.
+    prompt's memory notes, which the reply may copy at any length; `contrast_ids` is the same
+    prompt without those notes, decoded beside it when the settings' `note_contrast` is set
+    (`contrast.with_notes_contrast`).
     """
 
     prompt_ids: tuple[int, ...]
@@ -68,6 +71,12 @@ class GenerationRequest:
     model: str = ""
     stop_ids: tuple[int, ...] | None = None
     quotable: tuple[int, ...] = ()
+    contrast_ids: tuple[int, ...] = ()
+
+    @property
+    def contrasted(self) -> bool:
+        """Whether this reply is decoded against its prompt without the memory notes."""
+        return bool(self.contrast_ids) and self.settings.note_contrast > 0
 
     def __post_init__(self) -> None:
         if not self.prompt_ids:
@@ -224,44 +233,57 @@ class BatchScheduler:
 
     @torch.no_grad()
     def _generate(self, batch: list[TokenStream]) -> None:
-        """Decode `batch` to the end: one forward pass per step for all unfinished rows."""
+        """Decode `batch` to the end: one forward pass per step for all unfinished rows.
+
+        A contrasted request takes a second, hidden row of the batch: its prompt without the
+        memory notes, fed the same tokens, whose logits `with_notes_contrast` weighs against
+        the request's own."""
         device = self.model.keys.device
         rows = [RowDecoder(self.tokenizer, s.request.prompt_ids, s.request.settings,
                            self._stop_ids if s.request.stop_ids is None else s.request.stop_ids,
                            s.request.quotable)
                 for s in batch]
-        width = max(len(s.request.prompt_ids) for s in batch)
+        shadow = {i: len(batch) + n for n, i in enumerate(
+            i for i, s in enumerate(batch) if s.request.contrasted)}
+        prompts = ([s.request.prompt_ids for s in batch]
+                   + [batch[i].request.contrast_ids for i in shadow])
+        gates = [s.request.gate for s in batch] + [batch[i].request.gate for i in shadow]
+        width = max(map(len, prompts))
         pad = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(s.request.prompt_ids))
-                                  + list(s.request.prompt_ids) for s in batch], device=device)
+        input_ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts],
+                                 device=device)
         mask = (torch.arange(width, device=device)
-                >= torch.tensor([width - len(s.request.prompt_ids) for s in batch],
-                                device=device)[:, None]).long()
+                >= torch.tensor([width - len(p) for p in prompts], device=device)[:, None]).long()
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         self.stats.batches += 1
         self.stats.batch_sizes.append(len(batch))
-        gates = [s.request.gate for s in batch]
-        decoder = self._decoder(len(batch), width + max(s.request.settings.max_new_tokens
-                                                        for s in batch), gates)
-        logits = decoder.prefill(input_ids, mask, positions, gates,
-                                 batch_vocabulary([row.banned_tokens for row in rows]))
-        active = list(range(len(batch)))
+        decoder = self._decoder(len(prompts), width + max(s.request.settings.max_new_tokens
+                                                          for s in batch), gates)
+        vocabulary = batch_vocabulary([row.banned_tokens for row in rows])
+        logits = decoder.prefill(input_ids, mask, positions, gates, vocabulary)
+        active = [*range(len(batch)), *shadow.values()]
         while True:
             self.stats.forward_passes += 1
-            tokens = []
-            for slot, i in enumerate(active):
+            slot_of = {row: slot for slot, row in enumerate(active)}
+            chosen: dict[int, int] = {}
+            for i in (i for i in active if i < len(batch)):
                 row, stream = rows[i], batch[i]
-                tokens.append(row.choose(logits[slot]))
+                scores = logits[slot_of[i]]
+                if i in shadow:
+                    scores = with_notes_contrast(scores, logits[slot_of[shadow[i]]],
+                                                 stream.request.settings.note_contrast)
+                chosen[i] = row.choose(scores)
                 if stream.cancelled and row.finish_reason is None:
                     row.finish_reason = "cancelled"
                 stream._put(row.new_text())
                 if row.finish_reason is not None:
                     stream._finish(row.finish_reason, len(row.generated))
-            keep = [slot for slot, i in enumerate(active) if rows[i].finish_reason is None]
-            self._generating = len(keep)
-            if not keep:
+            going = [i for i in chosen if rows[i].finish_reason is None]
+            self._generating = len(going)
+            if not going:
                 return
-            active, tokens = [active[slot] for slot in keep], [tokens[slot] for slot in keep]
+            active = going + [shadow[i] for i in going if i in shadow]
+            tokens = [chosen[i] for i in going] + [chosen[i] for i in going if i in shadow]
             logits = decoder.step(active, tokens)
 
     def _decoder(self, rows: int, tokens: int,
@@ -271,7 +293,7 @@ class BatchScheduler:
         once and kept for the next batches of the same shape."""
         if not self.compile_decode:
             return DynamicDecoder(self.model, self.head)
-        shape = (slot_count(rows, self.max_batch), cache_length(tokens),
+        shape = (slot_count(rows, 2 * self.max_batch), cache_length(tokens),
                  max(1, max(len(indices) for indices, _ in gates)))
         decoder = self._static.pop(shape, None) or StaticDecoder(self.model, *shape,
                                                                    compiled=True, head=self.head)

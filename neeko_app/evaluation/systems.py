@@ -106,11 +106,15 @@ def system_request(system: str, runtime: Runtime, character: Character,
     tokenizer = runtime.base.tokenizer
     context = system_context(system, character, question, memory)
     header = _header(system, character, context)
-    prompt = render_prompt(header, [*history, Turn("user", question)])
-    ids = tokenizer(prompt, add_special_tokens=False).input_ids
+    turns = [*history, Turn("user", question)]
+
+    def tokens(header: str) -> tuple[int, ...]:
+        return tuple(tokenizer(render_prompt(header, turns), add_special_tokens=False).input_ids)
+
     return header, GenerationRequest(
-        tuple(ids), gate_row(system_gate(system, runtime, character)), decoding,
-        quotable=quotable_ids(tokenizer, character.name, context))
+        tokens(header), gate_row(system_gate(system, runtime, character)), decoding,
+        quotable=quotable_ids(tokenizer, character.name, context),
+        contrast_ids=tokens(_header(system, character, RetrievedContext())) if context else ())
 
 
 @contextmanager
