@@ -243,11 +243,11 @@ class BatchScheduler:
                            self._stop_ids if s.request.stop_ids is None else s.request.stop_ids,
                            s.request.quotable)
                 for s in batch]
-        shadow = {i: len(batch) + n for n, i in enumerate(
+        hidden_row = {i: len(batch) + n for n, i in enumerate(  # request -> its hidden row
             i for i, s in enumerate(batch) if s.request.contrasted)}
         prompts = ([s.request.prompt_ids for s in batch]
-                   + [batch[i].request.contrast_ids for i in shadow])
-        gates = [s.request.gate for s in batch] + [batch[i].request.gate for i in shadow]
+                   + [batch[i].request.contrast_ids for i in hidden_row])
+        gates = [s.request.gate for s in batch] + [batch[i].request.gate for i in hidden_row]
         width = max(map(len, prompts))
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts],
@@ -261,7 +261,7 @@ class BatchScheduler:
                                                           for s in batch), gates)
         vocabulary = batch_vocabulary([row.banned_tokens for row in rows])
         logits = decoder.prefill(input_ids, mask, positions, gates, vocabulary)
-        active = [*range(len(batch)), *shadow.values()]
+        active = [*range(len(batch)), *hidden_row.values()]
         while True:
             self.stats.forward_passes += 1
             slot_of = {row: slot for slot, row in enumerate(active)}
@@ -269,8 +269,8 @@ class BatchScheduler:
             for i in (i for i in active if i < len(batch)):
                 row, stream = rows[i], batch[i]
                 scores = logits[slot_of[i]]
-                if i in shadow:
-                    scores = with_notes_contrast(scores, logits[slot_of[shadow[i]]],
+                if i in hidden_row:
+                    scores = with_notes_contrast(scores, logits[slot_of[hidden_row[i]]],
                                                  stream.request.settings.note_contrast)
                 chosen[i] = row.choose(scores)
                 if stream.cancelled and row.finish_reason is None:
@@ -282,8 +282,8 @@ class BatchScheduler:
             self._generating = len(going)
             if not going:
                 return
-            active = going + [shadow[i] for i in going if i in shadow]
-            tokens = [chosen[i] for i in going] + [chosen[i] for i in going if i in shadow]
+            active = going + [hidden_row[i] for i in going if i in hidden_row]
+            tokens = [chosen[i] for i in going] + [chosen[i] for i in going if i in hidden_row]
             logits = decoder.step(active, tokens)
 
     def _decoder(self, rows: int, tokens: int,
