@@ -261,12 +261,13 @@ class BatchScheduler:
                                                           for s in batch), gates)
         vocabulary = batch_vocabulary([row.banned_tokens for row in rows])
         logits = decoder.prefill(input_ids, mask, positions, gates, vocabulary)
-        active = [*range(len(batch)), *hidden_row.values()]
+        going = list(range(len(batch)))  # the requests still decoding, in batch order
+        active = [*going, *hidden_row.values()]  # their rows of the batch
         while True:
             self.stats.forward_passes += 1
             slot_of = {row: slot for slot, row in enumerate(active)}
             chosen: dict[int, int] = {}
-            for i in (i for i in active if i < len(batch)):
+            for i in going:
                 row, stream = rows[i], batch[i]
                 scores = logits[slot_of[i]]
                 if i in hidden_row:
@@ -278,7 +279,7 @@ class BatchScheduler:
                 stream._put(row.new_text())
                 if row.finish_reason is not None:
                     stream._finish(row.finish_reason, len(row.generated))
-            going = [i for i in chosen if rows[i].finish_reason is None]
+            going = [i for i in going if rows[i].finish_reason is None]
             self._generating = len(going)
             if not going:
                 return
