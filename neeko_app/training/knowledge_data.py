@@ -88,7 +88,7 @@ def knowledge_examples(character: Character, tokenizer, max_tokens: int,
     if path.is_file():
         conversations = load_dialogues(path)
         noted = conversations[::notes_every]
-        notes = retrieved_knowledge(character, [_last_question(c) for c in noted],
+        notes = retrieved_knowledge(character, [last_question(c) for c in noted],
                                     ContextLimits.knowledge_k)
         for conversation, chunks in zip(noted, notes, strict=True):
             context = RetrievedContext(knowledge=tuple(chunks))
@@ -97,15 +97,21 @@ def knowledge_examples(character: Character, tokenizer, max_tokens: int,
                 character.slug, max_tokens))
         examples += [tokenize_conversation(c, header, tokenizer, character.slug, max_tokens)
                      for i, c in enumerate(conversations) if i % notes_every]
-    path = character.folder / RECALL_FILE
-    if path.is_file():
-        for recall in load_recall(path):
-            grounded = memory_header(header, character.name,
-                                     recalled_context(character, recall.earlier))
-            examples.append(tokenize_conversation(recall.conversation, grounded, tokenizer,
-                                                  character.slug, max_tokens))
-    return examples
+    return examples + recall_examples(character, tokenizer, max_tokens)
 
 
-def _last_question(conversation: Conversation) -> str:
+def recall_examples(character: Character, tokenizer, max_tokens: int) -> list[Example]:
+    """The character's recall exchanges, each with its earlier exchanges in the header as
+    memory recalls them ([] for a folder without a recall file)."""
+    path, header = character.folder / RECALL_FILE, character_header(character)
+    if not path.is_file():
+        return []
+    return [tokenize_conversation(
+        recall.conversation,
+        memory_header(header, character.name, recalled_context(character, recall.earlier)),
+        tokenizer, character.slug, max_tokens) for recall in load_recall(path)]
+
+
+def last_question(conversation: Conversation) -> str:
+    """The text of the conversation's last user turn."""
     return next(t.text for t in reversed(conversation.turns) if t.role == "user")

@@ -40,7 +40,7 @@ from neeko_app.moelora.persistence import save_block
 from neeko_app.runtime import load_runtime
 from neeko_app.training.data import DialogueError, load_dialogues, tokenize_conversation
 from neeko_app.training.grounding import retrieved_knowledge
-from neeko_app.training.knowledge_data import RECALL_FILE, load_recall, recalled_context
+from neeko_app.training.knowledge_data import last_question, recall_examples
 from neeko_app.training.trainer import EXPANSION_TRAINING, run_training
 from neeko_app.training.workflows import examples_for
 
@@ -58,9 +58,8 @@ def noted_examples(character, tokenizer, max_tokens: int, placement: str, seed: 
     conversations = load_dialogues(character.folder / KNOWLEDGE_FILE)
     taught = exchange_facts(character.folder)
     texts = {fact.id: fact.fact for fact in known_facts(character.folder)}
-    questions = [next(t.text for t in reversed(c.turns) if t.role == "user")
-                 for c in conversations]
-    found = retrieved_knowledge(character, questions, NOTES + 2)
+    found = retrieved_knowledge(character, [last_question(c) for c in conversations],
+                                NOTES + 2)
     rng = random.Random(seed)
     header = character_header(character)
     examples, moved = [], 0
@@ -77,17 +76,6 @@ def noted_examples(character, tokenizer, max_tokens: int, placement: str, seed: 
             conversation, memory_header(header, character.name, context), tokenizer,
             character.slug, max_tokens))
     return examples, moved
-
-
-def recall_examples(character, tokenizer, max_tokens: int):
-    """The character's recall exchanges, as the shipped training has them."""
-    path, header = character.folder / RECALL_FILE, character_header(character)
-    if not path.is_file():
-        return []
-    return [tokenize_conversation(
-        recall.conversation,
-        memory_header(header, character.name, recalled_context(character, recall.earlier)),
-        tokenizer, character.slug, max_tokens) for recall in load_recall(path)]
 
 
 def main() -> None:
