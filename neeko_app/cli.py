@@ -348,6 +348,17 @@ def build_parser() -> argparse.ArgumentParser:
                                     "systems of this run")
     _add_model_flags(quiz)
 
+    retriever = commands.add_parser(
+        "tune-retriever", help="tune the knowledge encoder that finds a question's fact notes")
+    retriever.add_argument("characters", nargs="*",
+                           help="characters whose knowledge exchanges to tune on (default: "
+                                "every shipped character)")
+    retriever.add_argument("--epochs", type=_positive_int,
+                           help="passes over the questions (default 3)")
+    retriever.add_argument("--out", help="adapter file to write (default: "
+                                         "CHARACTERS_DIR/knowledge-encoder.safetensors)")
+    _add_data_flags(retriever)
+
     recall = commands.add_parser(
         "eval-recall", help="does a character recall what the user said before the history "
                             "overflowed? (memory probes)")
@@ -403,6 +414,7 @@ COMMANDS = {
     "eval": "neeko_app.evaluation.cli_eval:run_eval_command",
     "quiz": "neeko_app.evaluation.cli_quiz:run_quiz_command",
     "eval-recall": "neeko_app.evaluation.cli_quiz:run_recall_command",
+    "tune-retriever": "neeko_app.training.cli_encoder:run_tune_retriever_command",
     "bench": "neeko_app.bench.cli:run_bench_command",
     "export": "neeko_app.deploy:run_export_command",
 }

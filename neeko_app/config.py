@@ -55,6 +55,10 @@ class Settings:
     sessions_dir: Path = field(default_factory=lambda: default_data_dir() / "sessions")
     reports_dir: Path = field(default_factory=lambda: _default_root() / "reports")
     chroma_url: str = ""  # empty: embedded store in memory_dir; else a `chroma run` server
+    # What embeds the knowledge notes and the messages that search them: "auto" is MiniLM
+    # with characters_dir/knowledge-encoder.safetensors merged in when that file exists
+    # (`neeko tune-retriever` makes it), "plain" is MiniLM alone, else an adapter file's path.
+    knowledge_encoder: str = "auto"
     backend: str = "local"  # "local": this process generates; "openai": a model server does
     backend_url: str = ""  # the server's OpenAI-compatible base URL, e.g. http://gpu:8000/v1
     host: str = "127.0.0.1"

@@ -43,7 +43,7 @@ def build_engine(settings: Settings, decoding: DecodingSettings | None = None,
     if use_memory:
         where = settings.chroma_url or settings.memory_dir
         report(f"opening memory ({where}) and indexing {len(runtime.characters)} characters")
-        memory = MemoryStore.open(settings.memory_dir, settings.chroma_url or None)
+        memory = MemoryStore.open(settings.memory_dir, settings.chroma_url or None, settings)
         index_characters(memory, runtime.characters.values())
     scheduler = None
     if settings.backend == "openai":

@@ -22,6 +22,8 @@ from langchain_chroma import Chroma
 from langchain_core.embeddings import Embeddings
 
 from neeko_app.characters.card import validate_slug
+from neeko_app.config import Settings
+from neeko_app.memory import knowledge_encoder
 from neeko_app.memory.chunks import KnowledgeChunk
 from neeko_app.memory.client import open_client
 from neeko_app.memory.embeddings import MiniLMEmbeddings
@@ -63,25 +65,34 @@ class MemoryStore:
         embeddings: Embeddings | None = None,
         knowledge_collection: str = KNOWLEDGE_COLLECTION,
         conversation_collection: str = CONVERSATION_COLLECTION,
+        first_note_embeddings: Embeddings | None = None,
     ) -> None:
+        """`embeddings` (default MiniLM) embed everything. With `first_note_embeddings` (the
+        tuned knowledge encoder), the knowledge is also kept in a collection of its own
+        embedded by them, which chooses the first note of a knowledge search."""
         embeddings = embeddings or MiniLMEmbeddings()
-        self._embeddings = embeddings
         self.lexical_weight = LEXICAL_WEIGHT
         self._query_vector = functools.lru_cache(maxsize=16)(self._embed_query)
         self._knowledge, self._conversations = (
-            Chroma(
-                client=client,
-                collection_name=validate_collection_name(name),
-                embedding_function=embeddings,
-                collection_configuration=_COLLECTION_CONFIGURATION,
-            )
+            _collection(client, name, embeddings)
             for name in (knowledge_collection, conversation_collection)
         )
+        self._first_notes = None
+        # Stored with each entry of that collection, so that a new encoder embeds them again.
+        self._first_note_encoder: dict[str, str] = {}
+        if first_note_embeddings is not None:
+            self._first_notes = _collection(client, f"{knowledge_collection}-first",
+                                            first_note_embeddings)
+            fingerprint = getattr(first_note_embeddings, "fingerprint", None)
+            self._first_note_encoder = {"encoder": fingerprint} if fingerprint else {}
 
     @classmethod
-    def open(cls, memory_dir: Path, server_url: str | None = None) -> MemoryStore:
-        """A store on `open_client(memory_dir, server_url)` with the MiniLM embeddings."""
-        return cls(open_client(memory_dir, server_url))
+    def open(cls, memory_dir: Path, server_url: str | None = None,
+             settings: Settings | None = None) -> MemoryStore:
+        """A store on `open_client(memory_dir, server_url)` with the MiniLM embeddings and
+        the knowledge encoder of `settings` (default: from the environment)."""
+        return cls(open_client(memory_dir, server_url),
+                   first_note_embeddings=knowledge_encoder.first_note_embeddings(settings))
 
     # Character knowledge
 
@@ -103,29 +114,34 @@ class MemoryStore:
             for number, question in enumerate(chunk.questions):
                 entries[f"{slug}:{position}:q{number}"] = (
                     question, {"character": slug, "kind": QUESTION_KIND, "answers": position})
-        stored = self._knowledge.get(where={"character": slug},
-                                     include=["documents", "metadatas"])
-        kept = {id_ for id_, document, metadata
-                in zip(stored["ids"], stored["documents"], stored["metadatas"], strict=True)
-                if entries.get(id_) == (document, metadata)}
-        changed = [id_ for id_ in entries if id_ not in kept]
-        if changed:
-            self._knowledge.add_texts([entries[id_][0] for id_ in changed],
-                                      metadatas=[entries[id_][1] for id_ in changed],
-                                      ids=changed)
-        stale = [id_ for id_ in stored["ids"] if id_ not in entries]
-        if stale:
-            self._knowledge.delete(ids=stale)
+        _synchronise(self._knowledge, slug, entries)
+        if self._first_notes is not None:
+            _synchronise(self._first_notes, slug, {
+                id_: (text, {**metadata, **self._first_note_encoder})
+                for id_, (text, metadata) in entries.items()})
         return len(chunks)
 
     def search_knowledge(self, slug: str, query: str, k: int = 4) -> list[KnowledgeChunk]:
-        """The `k` chunks of character `slug` most relevant to `query`, best first. A chunk
-        scores the cosine of its text to the query plus that of its closest question (of
-        its text again when it has none), plus `self.lexical_weight` times the share of the
-        query's rare words its text and questions hold (`lexical.overlap`); equal texts
-        count once."""
+        """The `k` chunks of character `slug` most relevant to `query`, best first; equal
+        texts count once. With a first-note encoder, its best chunk comes first, then the
+        best others by MiniLM: the tuned encoder finds the answer more often, while
+        MiniLM's runners-up are less often look-alikes that a block might read instead
+        (report knowledge-embedder-2026-12-06)."""
         query, k = validate_text(query, "query"), validate_count(k, "k", 1)
-        found, cosines = self._scored(self._knowledge, {"character": validate_slug(slug)}, query)
+        ranked = self._ranked_knowledge(self._knowledge, validate_slug(slug), query, k + 1)
+        if self._first_notes is not None:
+            first = self._ranked_knowledge(self._first_notes, slug, query, 1)
+            ranked = first + [chunk for chunk in ranked if chunk.text not in
+                              {c.text for c in first}]
+        return ranked[:k]
+
+    def _ranked_knowledge(self, collection: Chroma, slug: str, query: str, k: int
+                          ) -> list[KnowledgeChunk]:
+        """The best `k` distinct chunks of `slug` in `collection`. A chunk scores the cosine
+        of its text to the query plus that of its closest question (of its text again when
+        it has none), plus `self.lexical_weight` times the share of the query's rare words
+        its text and questions hold (`lexical.overlap`)."""
+        found, cosines = self._scored(collection, {"character": slug}, query)
         chunks: dict[int, tuple[KnowledgeChunk, float]] = {}
         closest_question: dict[int, float] = {}
         vocabulary: dict[int, frozenset[str]] = {}
@@ -245,8 +261,9 @@ class MemoryStore:
     def forget_character(self, slug: str) -> None:
         """Delete the character's knowledge and every exchange with it, in all sessions."""
         where = {"character": validate_slug(slug)}
-        self._knowledge.delete(where=where)
-        self._conversations.delete(where=where)
+        for collection in (self._knowledge, self._first_notes, self._conversations):
+            if collection is not None:
+                collection.delete(where=where)
 
     def _scored(self, store: Chroma, where: dict[str, Any], query: str
                 ) -> tuple[dict[str, Any], np.ndarray]:
@@ -254,12 +271,14 @@ class MemoryStore:
         found = store.get(where=where, include=["documents", "metadatas", "embeddings"])
         if not found["ids"]:
             return found, np.zeros(0, dtype=np.float32)
-        return found, np.asarray(found["embeddings"], dtype=np.float32) @ self._query_vector(query)
+        vector = self._query_vector(store.embeddings, query)
+        return found, np.asarray(found["embeddings"], dtype=np.float32) @ vector
 
-    def _embed_query(self, query: str) -> np.ndarray:
-        """`query` embedded (through `_query_vector`, which keeps the last few: one reply
-        searches knowledge and recall with the same message)."""
-        return np.asarray(self._embeddings.embed_query(query), dtype=np.float32)
+    @staticmethod
+    def _embed_query(embeddings: Embeddings, query: str) -> np.ndarray:
+        """`query` embedded by `embeddings` (through `_query_vector`, which keeps the last
+        few: one reply searches knowledge and recall with the same message)."""
+        return np.asarray(embeddings.embed_query(query), dtype=np.float32)
 
     def _nearest(self, store: Chroma, query: str, k: int, where: dict[str, Any],
                  within: float | None = None) -> list[tuple[str, dict[str, Any]]]:
@@ -317,3 +336,29 @@ def _exchange(document: str, metadata: dict[str, Any]) -> Exchange:
         time=metadata["time"],
         user_id=metadata.get("user_id"),
     )
+
+
+def _collection(client: ClientAPI, name: str, embeddings: Embeddings) -> Chroma:
+    """The LangChain view of Chroma collection `name` (created if missing)."""
+    return Chroma(client=client, collection_name=validate_collection_name(name),
+                  embedding_function=embeddings,
+                  collection_configuration=_COLLECTION_CONFIGURATION)
+
+
+def _synchronise(collection: Chroma, slug: str,
+                 entries: dict[str, tuple[str, dict[str, Any]]]) -> None:
+    """Make `collection` hold exactly `entries` (id -> text, metadata) for character `slug`.
+    Entries already stored alike are not embedded again; the others are written first and
+    the character's remaining old entries deleted after, so a failed embedding leaves the old
+    knowledge."""
+    stored = collection.get(where={"character": slug}, include=["documents", "metadatas"])
+    kept = {id_ for id_, document, metadata
+            in zip(stored["ids"], stored["documents"], stored["metadatas"], strict=True)
+            if entries.get(id_) == (document, metadata)}
+    changed = [id_ for id_ in entries if id_ not in kept]
+    if changed:
+        collection.add_texts([entries[id_][0] for id_ in changed],
+                             metadatas=[entries[id_][1] for id_ in changed], ids=changed)
+    stale = [id_ for id_ in stored["ids"] if id_ not in entries]
+    if stale:
+        collection.delete(ids=stale)

@@ -85,7 +85,9 @@ def ranked_first(notes, keys, asked, vectors, variant) -> tuple[int, int]:
     return first, among
 
 
-def main() -> None:
+def character_sets() -> dict[str, dict]:
+    """Per character: its fact notes, the questions of each note, and the quiz as
+    [(question, index of its note)]."""
     characters = discover_characters(Settings().characters_dir).characters
     sets = {}
     for slug, character in sorted(characters.items()):
@@ -95,9 +97,18 @@ def main() -> None:
         facts = {fact.id: fact.fact.strip() for fact in sheet}
         quiz = [(q.question, notes.index(facts[q.fact]))
                 for q in load_quiz(character.folder / QUIZ_FILE, sheet) if facts[q.fact] in notes]
-        held = [(q, i) for i, chunk in enumerate(chunks) for q in chunk.questions[1::2]]
-        sets[slug] = {"held back": (notes, [list(c.questions[::2]) for c in chunks], held),
-                      "quiz": (notes, [list(c.questions) for c in chunks], quiz)}
+        sets[slug] = {"notes": notes, "questions": [list(c.questions) for c in chunks],
+                      "quiz": quiz}
+    return sets
+
+
+def main() -> None:
+    sets = {}
+    for slug, data in character_sets().items():
+        notes, questions = data["notes"], data["questions"]
+        held = [(q, i) for i, asked in enumerate(questions) for q in asked[1::2]]
+        sets[slug] = {"held back": (notes, [asked[::2] for asked in questions], held),
+                      "quiz": (notes, questions, data["quiz"])}
     texts = sorted({t for by_set in sets.values() for notes, keys, asked in by_set.values()
                     for t in [*notes, *(q for ks in keys for q in ks), *(q for q, _ in asked)]})
     vectors = dict(zip(texts, embed_texts(texts).numpy(), strict=True))
