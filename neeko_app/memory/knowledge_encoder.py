@@ -28,7 +28,6 @@ from neeko_app.storage import load_tensors
 
 ENCODER_FILE = "knowledge-encoder.safetensors"
 ENCODER_FORMAT = "neeko-knowledge-encoder/1"
-ENCODER_CHOICES = ("auto", "plain")  # or a path to an adapter file
 
 log = logging.getLogger(__name__)
 
