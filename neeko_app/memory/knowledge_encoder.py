@@ -24,6 +24,7 @@ from safetensors import SafetensorError, safe_open
 
 from neeko_app.config import Settings
 from neeko_app.embedding import sentence_encoder
+from neeko_app.memory.embeddings import MiniLMEmbeddings
 from neeko_app.storage import load_tensors
 
 ENCODER_FILE = "knowledge-encoder.safetensors"
@@ -89,26 +90,14 @@ def adapted_encoder(path: Path):
     return encoder
 
 
-class TunedMiniLMEmbeddings(Embeddings):
-    """MiniLM with a knowledge adapter merged in: unit-length 384-d vectors."""
+class TunedMiniLMEmbeddings(MiniLMEmbeddings):
+    """MiniLM with the knowledge adapter at `path` merged in, under a fingerprint of the
+    file (stored with what it embeds)."""
 
     def __init__(self, path: Path):
+        super().__init__(adapted_encoder(path))
         self.path = path
         self.fingerprint = "tuned-" + hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-        self._encoder = adapted_encoder(path)
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        """One vector per text."""
-        if not texts:
-            return []
-        with torch.inference_mode():
-            vectors = self._encoder.encode(list(texts), convert_to_tensor=True,
-                                           normalize_embeddings=True, show_progress_bar=False)
-        return vectors.float().cpu().tolist()
-
-    def embed_query(self, text: str) -> list[float]:
-        """The vector of one query text."""
-        return self.embed_documents([text])[0]
 
 
 def encoder_path(settings: Settings) -> Path | None:

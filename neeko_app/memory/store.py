@@ -131,8 +131,8 @@ class MemoryStore:
         ranked = self._ranked_knowledge(self._knowledge, validate_slug(slug), query, k + 1)
         if self._first_notes is not None:
             first = self._ranked_knowledge(self._first_notes, slug, query, 1)
-            ranked = first + [chunk for chunk in ranked if chunk.text not in
-                              {c.text for c in first}]
+            chosen = {chunk.text for chunk in first}
+            ranked = first + [chunk for chunk in ranked if chunk.text not in chosen]
         return ranked[:k]
 
     def _ranked_knowledge(self, collection: Chroma, slug: str, query: str, k: int

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -31,7 +32,9 @@ def run_tune_retriever_command(settings: Settings, args: argparse.Namespace) -> 
     shipped = discover_characters(settings.characters_dir).characters
     chosen = [registry[slug] for slug in args.characters] or list(shipped.values())
     pairs = encoder_pairs(chosen)
-    training = EncoderTraining(**({'epochs': args.epochs} if args.epochs else {}))
+    training = EncoderTraining()
+    if args.epochs:
+        training = replace(training, epochs=args.epochs)
     total = sum(len(p) for p in pairs.values())
     print(f"tuning the knowledge encoder on {total} questions of {len(pairs)} characters "
           f"({', '.join(pairs)}), {training.epochs} epochs")
