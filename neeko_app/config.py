@@ -40,7 +40,8 @@ class Settings:
     # (avx512_bf16 or AMX), else fp32, and fp32 for training. Or "float32", "bfloat16", "float16".
     dtype: str = "auto"
     # "merged": as "eager", and a batch of one character runs its block merged into the
-    # weights (one more copy of the adapted weights in memory); "eager": decode steps follow
+    # weights (one more copy of the adapted weights in memory), and on a CPU the layers
+    # multiply by copies laid out for oneDNN (`model.prepacked`); "eager": decode steps follow
     # the batch's shape, always through the gate; "compiled": one torch.compile'd step of
     # fixed shape per batch size and length (compiled on first use: tens of seconds on a
     # CPU); "auto": merged on a CPU, eager on a GPU (whose memory a larger model fills)

@@ -44,8 +44,10 @@ def test_paired_ratio_divides_within_each_round():
 def test_medians_against_a_reference_configuration():
     samples = {"before": {"tokens/s": [10.0, 9.0, 11.0]}, "after": {"tokens/s": [30.0, 20.0, 25.0]}}
     before, after = medians_against(samples, "before", "before")
-    assert before == {"configuration": "before", "tokens/s": 10.0, "tokens/s x before": 1.0}
-    assert after == {"configuration": "after", "tokens/s": 25.0, "tokens/s x before": 2.5}
+    assert before == {"configuration": "before", "tokens/s": 10.0, "tokens/s x before": 1.0,
+                      "tokens/s x before, paired": 1.0}
+    assert after == {"configuration": "after", "tokens/s": 25.0, "tokens/s x before": 2.5,
+                     "tokens/s x before, paired": pytest.approx(25.0 / 11.0)}
 
 
 def test_percentile_interpolates():

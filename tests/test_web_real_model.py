@@ -10,6 +10,7 @@ when set: that is how the README's assets/screenshots/chat-real-model.png is ref
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,7 +70,8 @@ def test_the_real_model_streams_an_in_character_reply_in_the_browser(
         record_last_reply(page)
         [reply] = say(page, sessions, "What are you composing these days?")
         assert_streamed(recorded_replies(page), reply)
-        assert len(reply.split()) >= 2, f"a reply of one word at most: {reply!r}"
+        # a sampled one-sentence reply may be one word ("Nothing."), but it is a word
+        assert re.search(r"[^\W\d_]{2,}", reply), f"a reply without a word: {reply!r}"
         assert cut_after_sentences(reply, 1) is None, f"more than one sentence: {reply!r}"
         assert "<end_of_turn>" not in reply and "You are" not in reply, reply
         expect(page.locator("#memory")).to_contain_text("Knowledge")

@@ -8,7 +8,8 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from neeko_app.bench.end_to_end import (
@@ -24,7 +25,7 @@ from neeko_app.chat.generation import DecodingSettings
 from neeko_app.config import PROJECT_ROOT, Settings
 from neeko_app.memory import MemoryStore
 from neeko_app.memory.knowledge import index_characters
-from neeko_app.runtime import load_runtime
+from neeko_app.runtime import Runtime, load_runtime
 
 OPENERS = PROJECT_ROOT / "reports" / "reply-length-2026-12-05" / "openers-sampled.json"
 CASES = ("first token s", "one session tokens/s", "8 sessions tokens/s",
@@ -43,26 +44,36 @@ def sampled_openers(path: Path = OPENERS, per_character: int = 2) -> list[tuple[
     return [(slug, q) for slug, questions in sorted(chosen.items()) for q in questions]
 
 
-def default_reply_seconds(engine: ChatEngine, asked: list[tuple[str, str]]) -> float:
-    """Median seconds to the whole reply at the app's defaults, seed k for opener k."""
-    return statistics.median(whole_reply_seconds(engine, slug, question, DecodingSettings(seed=k))
-                             for k, (slug, question) in enumerate(asked))
+def default_reply_seconds(engine: ChatEngine, asked: list[tuple[str, str]],
+                          overrides: Mapping[str, object] | None = None) -> float:
+    """Median seconds to the whole reply at the app's defaults (but `overrides`, decoding
+    settings by name), seed k for opener k."""
+    return statistics.median(
+        whole_reply_seconds(engine, slug, question, DecodingSettings(seed=k, **(overrides or {})))
+        for k, (slug, question) in enumerate(asked))
 
 
 def compare_engines(configs: Mapping[str, Mapping[str, str]], rounds: int,
-                    ratio_label: str = "reference") -> dict:
+                    ratio_label: str = "reference",
+                    prepare: Mapping[str, Callable[[Runtime], None]] | None = None,
+                    decoding: Mapping[str, Mapping[str, object]] | None = None) -> dict:
     """Time one chat engine per configuration (`Settings` fields by name; the first is the
     reference) on the embedded model with memory, `rounds` rounds after a warm-up round,
-    engines in turn within each round. Prints every measurement; returns medians with
-    ratios to the reference (named "<case> x <ratio_label>"), and every sample."""
+    engines in turn within each round. `prepare` is called, by configuration name, on that
+    runtime once loaded (for switches that no setting holds); `decoding` changes, by
+    configuration name, decoding settings of all its replies. Prints every measurement;
+    returns medians with ratios to the reference (named "<case> x <ratio_label>"), and every
+    sample."""
     scratch = Path(tempfile.mkdtemp(prefix="neeko-engines-"))
     memory = MemoryStore.open(scratch / "memory")
     engines = {}
     for name, fields in configs.items():
         settings = Settings.from_env(memory_dir=scratch / "memory",
                                      sessions_dir=scratch / "sessions", **fields)
-        engines[name] = ChatEngine(load_runtime(settings, report=lambda _: None), memory,
-                                   LONG_REPLIES)
+        runtime = load_runtime(settings, report=lambda _: None)
+        (prepare or {}).get(name, lambda _: None)(runtime)
+        engines[name] = ChatEngine(runtime, memory,
+                                   replace(LONG_REPLIES, **(decoding or {}).get(name, {})))
     reference = next(iter(engines))
     index_characters(memory, engines[reference].runtime.characters.values())
     slugs, asked = sorted(engines[reference].runtime.characters), sampled_openers()
@@ -72,7 +83,8 @@ def compare_engines(configs: Mapping[str, Mapping[str, str]], rounds: int,
             question = QUESTIONS[done % len(QUESTIONS)]
             measured = (*timed_reply(engine, slugs[done % len(slugs)], question,
                                      f"speed-{time.time()}"),
-                        sessions_at_once(engine, 8), default_reply_seconds(engine, asked))
+                        sessions_at_once(engine, 8),
+                        default_reply_seconds(engine, asked, (decoding or {}).get(name)))
             print(f"round {done} {name} ({engine.runtime.base.dtype}): " + ", ".join(
                 f"{v:.2f} {c}" for c, v in zip(CASES, measured, strict=True)), flush=True)
             if done:

@@ -63,14 +63,18 @@ def paired_ratio(samples: dict[str, list[float]], case: str, reference: str) -> 
 
 def medians_against(samples: dict[str, dict[str, list[float]]], reference: str,
                     ratio_label: str) -> list[dict]:
-    """One row per configuration of `samples` (configuration -> case -> values): each
-    case's median, and its ratio to `reference`'s median as "<case> x <ratio_label>"."""
+    """One row per configuration of `samples` (configuration -> case -> values, one per
+    round): each case's median, its ratio to `reference`'s median as "<case> x
+    <ratio_label>", and the median of the ratios within each round (`paired_ratio`) as
+    "<case> x <ratio_label>, paired"."""
     rows = []
     for name, cases in samples.items():
         row: dict = {"configuration": name}
         for case, values in cases.items():
             row[case] = statistics.median(values)
             row[f"{case} x {ratio_label}"] = row[case] / statistics.median(samples[reference][case])
+            row[f"{case} x {ratio_label}, paired"] = paired_ratio(
+                {name: values, reference: samples[reference][case]}, name, reference)
         rows.append(row)
     return rows
 

@@ -154,7 +154,7 @@ class BatchScheduler:
             raise ValueError("max_batch must be >= 1")
         self.model = model
         self.compile_decode = compile_decode
-        self.head = OutputHead(model.base_model)
+        self.head = OutputHead(model.base_model, prepacked=model.prepacks_weights)
         self._static: dict[tuple[int, int, int], StaticDecoder] = {}
         self.tokenizer = tokenizer
         self.max_batch = max_batch

@@ -6,7 +6,8 @@ guard already forbids every token holding a letter of a writing system the conve
 does not use (a third of the vocabulary for an English chat), so their logits need not be
 computed at all: the head keeps a compact copy of the rows a batch may produce and
 multiplies with that. The logits of the other tokens come back as -inf, exactly what the
-guard would have made of them.
+guard would have made of them. The compact copy is laid out for oneDNN's CPU kernels
+(`prepacked`), which multiply by it in about 0.7 of the time a plain tensor takes.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
-import torch.nn.functional as F
 from transformers import PreTrainedModel
+
+from neeko_app.model.prepacked import PrepackedWeight
 
 NARROW_AT_MOST = 0.9  # narrow the head when a batch may produce at most this share of it
 KEPT_HEADS = 2  # compact copies kept (one per mix of writing systems in use)
@@ -25,15 +27,19 @@ class OutputHead:
     """`head(hidden, allowed)`: logits [rows, vocab] of the last hidden states [rows, d],
     with -inf for every token `allowed` leaves out (None: all allowed)."""
 
-    def __init__(self, model: PreTrainedModel, narrow_at_most: float = NARROW_AT_MOST) -> None:
+    def __init__(self, model: PreTrainedModel, narrow_at_most: float = NARROW_AT_MOST,
+                 prepacked: bool = True) -> None:
         """`narrow_at_most`: narrow the head when a batch may produce at most this share of
-        the vocabulary (0: never, the whole head every step)."""
+        the vocabulary (0: never, the whole head every step); `prepacked`: lay the narrowed
+        copies out for oneDNN where the CPU's kernels take them."""
         head = model.get_output_embeddings()
         self.narrow_at_most = narrow_at_most
+        self.prepacked = prepacked
         self.weight: torch.Tensor = head.weight
+        self._whole = PrepackedWeight(head.weight, packed=False)  # no second copy of it all
         self.bias: torch.Tensor | None = getattr(head, "bias", None)
         self.softcap: float | None = getattr(model.config, "final_logit_softcapping", None)
-        self._narrow: OrderedDict[bytes, tuple[torch.Tensor, torch.Tensor,
+        self._narrow: OrderedDict[bytes, tuple[torch.Tensor, PrepackedWeight,
                                                torch.Tensor | None]] = OrderedDict()
 
     @property
@@ -43,17 +49,17 @@ class OutputHead:
     def __call__(self, hidden: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
         hidden = hidden.contiguous()  # a strided view sends the CPU's matmul down a slow path
         if allowed is None:
-            return self._logits(hidden, self.weight, self.bias)
+            return self._logits(hidden, self._whole, self.bias)
         allowed = self._fitted(allowed)
         if allowed.sum() > self.narrow_at_most * self.vocab:
-            return self._logits(hidden, self.weight, self.bias).masked_fill(~allowed, -torch.inf)
+            return self._logits(hidden, self._whole, self.bias).masked_fill(~allowed, -torch.inf)
         ids, weight, bias = self._narrowed(allowed)
         logits = hidden.new_full((hidden.shape[0], self.vocab), -torch.inf)
         return logits.index_copy_(1, ids, self._logits(hidden, weight, bias))
 
-    def _logits(self, hidden: torch.Tensor, weight: torch.Tensor,
+    def _logits(self, hidden: torch.Tensor, weight: PrepackedWeight,
                 bias: torch.Tensor | None) -> torch.Tensor:
-        logits = F.linear(hidden, weight, bias)
+        logits = weight(hidden, bias)
         if self.softcap is not None:  # Gemma 2's cap, before the ban: tanh(-inf) is not -inf
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
@@ -66,7 +72,7 @@ class OutputHead:
             allowed = torch.cat([allowed, allowed.new_ones(self.vocab - allowed.numel())])
         return allowed
 
-    def _narrowed(self, allowed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
+    def _narrowed(self, allowed: torch.Tensor) -> tuple[torch.Tensor, PrepackedWeight,
                                                          torch.Tensor | None]:
         """The allowed rows' ids and their compact copy of the head (and of its bias),
         built once per mix and kept for the next batches."""
@@ -76,7 +82,7 @@ class OutputHead:
         else:
             ids = allowed.nonzero().squeeze(1)
             bias = None if self.bias is None else self.bias[ids]
-            self._narrow[key] = (ids, self.weight[ids], bias)
+            self._narrow[key] = (ids, PrepackedWeight(self.weight[ids], self.prepacked), bias)
             while len(self._narrow) > KEPT_HEADS:
                 self._narrow.popitem(last=False)
         return self._narrow[key]

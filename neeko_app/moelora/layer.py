@@ -9,20 +9,23 @@ Parameter (`train_blocks`), and `commit_training` writes it back; every other bl
 the very same bits.
 
 With `merges_single_block` on (serving), a batch whose rows all play one block runs
-through `base.weight + scaling * B A` for that block, made once and kept (`MergedBlock`):
-one matmul instead of three, at the cost of one more copy of the weight. A batch of
+through `base.weight + scaling * B A` for that block, made once and kept (`KeptWeight`):
+one matmul instead of three, at the cost of one more copy of the weight (on a CPU laid out
+for oneDNN's kernels, `model.prepacked`). A batch of
 several characters, a fusion gate or training use the blocks as above.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neeko_app.model.prepacked import PrepackedWeight
 from neeko_app.moelora.context import current_gate
 from neeko_app.moelora.gate import Gate
 from neeko_app.moelora.slots import GateSlots
@@ -48,7 +51,9 @@ class MoeLoraLinear(nn.Module):
         self.trainable_BT = nn.ParameterDict()
         self.slots: GateSlots | None = None  # the gate of a compiled decode step (`bind_slots`)
         self.merges_single_block = False  # see the module docstring
-        self._merged: MergedBlock | None = None
+        self.prepacks_weights = True  # serve through weights laid out for oneDNN (CPU)
+        self._merged: KeptWeight | None = None
+        self._packed_base: KeptWeight | None = None
 
     @property
     def num_blocks(self) -> int:
@@ -103,11 +108,14 @@ class MoeLoraLinear(nn.Module):
         self.trainable_A = nn.ParameterDict()
         self.trainable_BT = nn.ParameterDict()
 
-    def set_merging(self, enabled: bool) -> None:
+    def set_merging(self, enabled: bool, prepacked: bool = True) -> None:
         """Turn serving a single block through a merged weight on or off (dropping the kept
-        copy, and the memory it holds)."""
+        copies, and the memory they hold); `prepacked`: while serving (merging on), multiply
+        by copies of the merged and the base weight laid out for oneDNN where the CPU's
+        kernels take them (`model.prepacked`), else by plain tensors."""
         self.merges_single_block = enabled
-        self._merged = None
+        self.prepacks_weights = prepacked
+        self._merged = self._packed_base = None
 
     # ---- forward ------------------------------------------------------------------------
 
@@ -119,11 +127,11 @@ class MoeLoraLinear(nn.Module):
             return self._through_blocks(result, x, self.slots.indices, self.slots.rank_weights)
         gate = current_gate()
         if gate is None or self.num_blocks == 0:
-            return self.base_layer(x)
+            return self._base_product(x)
         gate = gate.for_batch(x.shape[0])
         if self._can_merge(gate):
-            return F.linear(x, self._merged_weight(gate.uniform_block), self.base_layer.bias)
-        result = self.base_layer(x)
+            return self._merged_weight(gate.uniform_block)(x, self.base_layer.bias)
+        result = self._base_product(x)
         x_lora = self.dropout(x).to(self._compute_dtype())
         if gate.path == "dense":
             return self._add_block_range(result, x_lora, gate, (0, self.num_blocks))
@@ -141,22 +149,37 @@ class MoeLoraLinear(nn.Module):
         return (self.merges_single_block and not self.training and not self.trainable_A
                 and gate.path == "sparse" and gate.uniform_block is not None)
 
-    def _merged_weight(self, block: int) -> torch.Tensor:
-        """`base.weight + scaling * B A` of `block`, one multiply-add in the weight's dtype,
-        kept until another block is asked for or the blocks or the weight change
-        (reassigned or written in place). The kept copy is replaced, never written, so a
-        concurrent call that still holds the old one computes with it unharmed."""
+    def _merged_weight(self, block: int) -> PrepackedWeight:
+        """`base.weight + scaling * B A` of `block`, one multiply-add in the weight's dtype
+        (prepacked as `set_merging` says), kept until another block is asked for or the
+        blocks or the weight change (reassigned or written in place)."""
         weight = self.base_layer.weight
-        stamp = (block, self.lora_A._version, self.lora_BT._version, weight.device, weight.dtype)
-        sources = (self.lora_A, self.lora_BT, weight)
-        kept = self._merged
-        if kept is not None and kept.stamp == stamp and all(
-                mine is theirs for mine, theirs in zip(kept.sources, sources, strict=True)):
-            return kept.weight
-        merged = torch.addmm(weight, self.lora_BT[block].T.to(weight.dtype),
-                             self.lora_A[block].to(weight.dtype), alpha=self.scaling)
-        self._merged = MergedBlock(stamp, sources, merged)
-        return merged
+
+        def merge() -> PrepackedWeight:
+            with torch.no_grad():
+                merged = torch.addmm(weight, self.lora_BT[block].T.to(weight.dtype),
+                                     self.lora_A[block].to(weight.dtype), alpha=self.scaling)
+            return PrepackedWeight(merged, packed=self.prepacks_weights)
+        stamp = (block, self.lora_A._version, self.lora_BT._version, *self._weight_stamp())
+        self._merged = _kept(self._merged, stamp, (self.lora_A, self.lora_BT, weight), merge)
+        return self._merged.weight
+
+    def _base_product(self, x: torch.Tensor) -> torch.Tensor:
+        """The base linear's output: while serving with prepacked weights, through a
+        prepacked copy of its weight (made on first use, remade when the weight changes)."""
+        if not (self.merges_single_block and self.prepacks_weights) or self.training \
+                or x.requires_grad:
+            return self.base_layer(x)
+        weight = self.base_layer.weight
+        self._packed_base = _kept(self._packed_base, self._weight_stamp(), (weight,),
+                                  lambda: PrepackedWeight(weight.detach()))
+        return self._packed_base.weight(x, self.base_layer.bias)
+
+    def _weight_stamp(self) -> tuple:
+        """What a copy of the base weight depends on besides its identity: its writes, its
+        device and dtype (`module.to` swaps a parameter's data in place)."""
+        weight = self.base_layer.weight
+        return weight._version, weight.device, weight.dtype
 
     def _compute_dtype(self) -> torch.dtype:
         return torch.float32 if len(self.trainable_A) else self.lora_A.dtype
@@ -220,13 +243,25 @@ class MoeLoraLinear(nn.Module):
 
 
 @dataclass(frozen=True)
-class MergedBlock:
-    """A block merged into the base weight, and what it was made from (`stamp`: the block,
-    the stores' versions, the weight's device and dtype; `sources`: the tensors themselves)."""
+class KeptWeight:
+    """A weight made for serving (a merged block, a prepacked base weight), and what it was
+    made from: `sources`, the tensors themselves, and `stamp`, what else it depends on (a
+    block index, the sources' versions, device and dtype)."""
 
     stamp: tuple
     sources: tuple[torch.Tensor, ...]
-    weight: torch.Tensor
+    weight: PrepackedWeight
+
+
+def _kept(kept: KeptWeight | None, stamp: tuple, sources: tuple[torch.Tensor, ...],
+          make: Callable[[], PrepackedWeight]) -> KeptWeight:
+    """`kept` while it was made from the very `sources` with the same `stamp`; else a new
+    one from `make`. A kept weight is replaced, never written, so a concurrent call that
+    still holds the old one computes with it unharmed."""
+    if kept is not None and kept.stamp == stamp and all(
+            mine is theirs for mine, theirs in zip(kept.sources, sources, strict=True)):
+        return kept
+    return KeptWeight(stamp, sources, make())
 
 
 def _span_is_cheaper(gate: Gate, tokens_per_row: int) -> bool:

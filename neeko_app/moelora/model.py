@@ -48,6 +48,7 @@ class NeekoModel(nn.Module):
         self.lora_names = inject_moelora(base_model, config)
         self.block_names: list[str] = []
         self.register_buffer("keys", torch.zeros(0, key_dim))
+        self.prepacks_weights = True  # see `prepack_weights`
 
     # ---- blocks -------------------------------------------------------------------------
 
@@ -131,7 +132,15 @@ class NeekoModel(nn.Module):
         """Serve a batch whose rows all play one block through that block merged into the
         base weights (`MoeLoraLinear.merges_single_block`); off: always through the gate."""
         for _, layer in self.lora_layers():
-            layer.set_merging(enabled)
+            layer.set_merging(enabled, self.prepacks_weights)
+
+    def prepack_weights(self, enabled: bool) -> None:
+        """While serving (`merge_single_blocks` on), multiply by copies of the merged and
+        the base weights laid out for oneDNN on a CPU (`model.prepacked`), and so do the
+        output heads of schedulers made afterwards; off: by the plain weights."""
+        self.prepacks_weights = enabled
+        for _, layer in self.lora_layers():
+            layer.set_merging(layer.merges_single_block, enabled)
 
     # ---- calls --------------------------------------------------------------------------
 
