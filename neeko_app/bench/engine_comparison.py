@@ -66,14 +66,15 @@ def compare_engines(configs: Mapping[str, Mapping[str, str]], rounds: int,
     sample."""
     scratch = Path(tempfile.mkdtemp(prefix="neeko-engines-"))
     memory = MemoryStore.open(scratch / "memory")
+    overrides = {name: dict((decoding or {}).get(name, {})) for name in configs}
     engines = {}
     for name, fields in configs.items():
         settings = Settings.from_env(memory_dir=scratch / "memory",
                                      sessions_dir=scratch / "sessions", **fields)
         runtime = load_runtime(settings, report=lambda _: None)
-        (prepare or {}).get(name, lambda _: None)(runtime)
-        engines[name] = ChatEngine(runtime, memory,
-                                   replace(LONG_REPLIES, **(decoding or {}).get(name, {})))
+        if prepare and name in prepare:
+            prepare[name](runtime)
+        engines[name] = ChatEngine(runtime, memory, replace(LONG_REPLIES, **overrides[name]))
     reference = next(iter(engines))
     index_characters(memory, engines[reference].runtime.characters.values())
     slugs, asked = sorted(engines[reference].runtime.characters), sampled_openers()
@@ -84,7 +85,7 @@ def compare_engines(configs: Mapping[str, Mapping[str, str]], rounds: int,
             measured = (*timed_reply(engine, slugs[done % len(slugs)], question,
                                      f"speed-{time.time()}"),
                         sessions_at_once(engine, 8),
-                        default_reply_seconds(engine, asked, (decoding or {}).get(name)))
+                        default_reply_seconds(engine, asked, overrides[name]))
             print(f"round {done} {name} ({engine.runtime.base.dtype}): " + ", ".join(
                 f"{v:.2f} {c}" for c, v in zip(CASES, measured, strict=True)), flush=True)
             if done:

@@ -17,6 +17,7 @@ the two cases are the same bits. Writes decode-step.json beside this script.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import time
 from collections.abc import Callable
@@ -32,8 +33,14 @@ from neeko_app.model.output_head import OutputHead
 from neeko_app.runtime import Runtime, load_runtime
 from neeko_app.storage import atomic_write_json
 
+# the merged-blocks report timed the same switch; its script shares this one's file name
+_MERGED_BLOCKS = importlib.util.spec_from_file_location(
+    "merged_blocks_decode_step",
+    Path(__file__).parents[1] / "merged-blocks-2026-12-06" / "decode_step.py")
+merged_blocks = importlib.util.module_from_spec(_MERGED_BLOCKS)
+_MERGED_BLOCKS.loader.exec_module(merged_blocks)
+
 CHARACTER = "socrates"
-OTHER = "newton"  # the character switched to when timing a merge
 CASES = {"plain": False, "prepacked": True}
 
 
@@ -85,19 +92,11 @@ def head_case(runtime: Runtime, prepacked: bool) -> Callable[[], float]:
     return run
 
 
-def switch_seconds(runtime: Runtime, prepacked: bool, switches: int = 8) -> float:
-    """Median seconds to merge a block into every wrapped linear, switching characters."""
-    model = runtime.model
-    model.prepack_weights(prepacked)
-    blocks = [model.block_index(CHARACTER), model.block_index(OTHER)]
-    layers = [layer for _, layer in model.lora_layers()]
-    times = []
-    for switch in range(switches):
-        started = time.perf_counter()
-        for layer in layers:
-            layer._merged_weight(blocks[switch % 2])
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+def switch_seconds(runtime: Runtime, prepacked: bool) -> float:
+    """Median seconds to merge (and pack, if `prepacked`) a block into every wrapped linear,
+    over eight switches between two characters."""
+    runtime.model.prepack_weights(prepacked)
+    return merged_blocks.merge_cost(runtime, switches=8)[0]
 
 
 def main() -> None:
