@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from neeko_app.bench import end_to_end, mixed_batch, scale, switching
+from neeko_app.bench import end_to_end, engine_processes, mixed_batch, scale, switching
 from neeko_app.bench.engine_comparison import sampled_openers
 from neeko_app.bench.plot import summary_plot
 from neeko_app.bench.timing import interleaved, medians_against, paired_ratio, percentile
 from neeko_app.config import Settings
 from neeko_app.moelora.persistence import read_block_metadata
 from neeko_app.training.trainer import TrainingConfig
+from tests.conftest import write_card
 from tests.test_cli import neeko
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -97,6 +98,7 @@ def test_scale_reports_each_count_with_memory_growing_linearly():
 def test_end_to_end_on_the_tiny_model_leaves_the_shipped_characters_alone(tmp_path):
     shipped = Settings().characters_dir
     caesar_block = (shipped / "caesar" / "block.safetensors").read_bytes()
+    threads = torch.get_num_threads()
     result = end_to_end.run(end_to_end.EndToEndOptions(
         base_model="tiny", reply_tokens=8, replies=1, sessions=(1, 3), expansion_exchanges=24,
         expansion_steps=2, memory_sizes=(50, 120), queries=5,
@@ -114,6 +116,29 @@ def test_end_to_end_on_the_tiny_model_leaves_the_shipped_characters_alone(tmp_pa
     assert (shipped / "caesar" / "block.safetensors").read_bytes() == caesar_block
     assert not (shipped / "bench-expansion").exists()
     assert read_block_metadata(shipped / "caesar" / "block.safetensors")
+    # it started its engine as the app does (this thread on one core) and gave the count back
+    assert torch.get_num_threads() == threads
+
+
+def test_engine_processes_time_each_configuration_in_a_process_of_its_own(tmp_path):
+    characters = tmp_path / "characters"
+    characters.mkdir()
+    write_card(characters, "smith", "Smith")
+    settings = {"base_model": "tiny", "characters_dir": str(characters),
+                "cache_dir": str(tmp_path / "cache")}
+    configs = {"as before": {"settings": settings, "start": "main thread"},
+               "as the app": {"settings": settings, "start": "app",
+                              "decoding": {"max_new_tokens": 4}}}
+    measured = engine_processes.compare_engine_processes(configs, rounds=1, ratio_label="old")
+    rows = {row["configuration"]: row for row in measured["rows"]}
+    assert rows["as before"]["one session tokens/s x old"] == 1.0
+    for row in rows.values():
+        assert all(row[case] > 0 for case in engine_processes.CASES)
+    assert measured["samples"]["as the app"]["first token s"] == [
+        rows["as the app"]["first token s"]]
+    with pytest.raises(RuntimeError, match="nowhere, round 0 failed"):
+        engine_processes.compare_engine_processes(
+            {"nowhere": {"settings": settings, "start": "nowhere"}}, rounds=1)
 
 
 def test_neeko_bench_writes_json_and_a_plot(tmp_path):

@@ -31,12 +31,12 @@ from neeko_app.chat.decoding import nucleus
 from neeko_app.chat.engine import ChatEngine
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.prompt import Turn
+from neeko_app.chat.startup import build_engine
 from neeko_app.config import Settings
 from neeko_app.memory import MemoryStore
 from neeko_app.memory.client import open_client
-from neeko_app.memory.knowledge import index_characters
 from neeko_app.memory.store import CONVERSATION_COLLECTION
-from neeko_app.runtime import Runtime, load_runtime
+from neeko_app.runtime import Runtime
 from neeko_app.training.cli_progress import ProgressBar
 from neeko_app.training.knowledge_data import KNOWLEDGE_FILE, RECALL_FILE
 from neeko_app.training.trainer import (
@@ -80,17 +80,16 @@ def run(options: EndToEndOptions = EndToEndOptions(),
         settings = Settings(base_model=options.base_model, device=options.device,
                             characters_dir=characters, cache_dir=Settings.from_env().cache_dir,
                             memory_dir=scratch / "memory", sessions_dir=scratch / "sessions")
-        started = time.perf_counter()
-        runtime = load_runtime(settings, report=lambda _: None)
-        load_s = time.perf_counter() - started
-        result = BenchResult("end_to_end", "End to end on the embedded model",
-                             _settings(options), machine(runtime.base.device))
-        result.add(what="load model + blocks (cached)", value=load_s, unit="s")
-        memory = MemoryStore.open(settings.memory_dir)
-        index_characters(memory, runtime.characters.values())
         # replies of the full length asked for, whatever the app's sentence limit
         decoding = DecodingSettings(max_new_tokens=options.reply_tokens, seed=0, max_sentences=0)
-        engine = ChatEngine(runtime, memory, decoding)
+        own_threads, started = torch.get_num_threads(), time.perf_counter()
+        engine = build_engine(settings, decoding, report=lambda _: None)  # as the app starts
+        load_s = time.perf_counter() - started
+        runtime = engine.runtime
+        result = BenchResult("end_to_end", "End to end on the embedded model",
+                             _settings(options), machine(runtime.base.device))
+        result.add(what="start-up: model, blocks, memory indexed (cached model)", value=load_s,
+                   unit="s")
         try:
             report("sampling one token, sorting vs topk")
             _sampling(runtime, decoding, result)
@@ -100,6 +99,7 @@ def run(options: EndToEndOptions = EndToEndOptions(),
             _throughput(engine, options, result)
         finally:
             engine.close()
+            torch.set_num_threads(own_threads)  # build_engine kept this thread to one core
         report(f"adding a character by expansion ({options.expansion_exchanges} exchanges)")
         _expansion(settings, runtime, scratch, options, result)
         report(f"memory recall with {', '.join(f'{n:,}' for n in options.memory_sizes)} "

@@ -53,6 +53,17 @@ def default_reply_seconds(engine: ChatEngine, asked: list[tuple[str, str]],
         for k, (slug, question) in enumerate(asked))
 
 
+def measure_round(engine: ChatEngine, done: int, slugs: list[str], asked: list[tuple[str, str]],
+                  overrides: Mapping[str, object]) -> tuple[float, ...]:
+    """The CASES of round `done` for `engine`: first token and tokens/s of one session
+    (question and character by round), tokens/s of 8 sessions at once, and the median
+    whole reply at the app's defaults (`overrides` aside) to the `asked` openers."""
+    return (*timed_reply(engine, slugs[done % len(slugs)], QUESTIONS[done % len(QUESTIONS)],
+                         f"speed-{time.time()}"),
+            sessions_at_once(engine, 8),
+            default_reply_seconds(engine, asked, overrides))
+
+
 def compare_engines(configs: Mapping[str, Mapping[str, str]], rounds: int,
                     ratio_label: str = "reference",
                     prepare: Mapping[str, Callable[[Runtime], None]] | None = None,
@@ -63,7 +74,11 @@ def compare_engines(configs: Mapping[str, Mapping[str, str]], rounds: int,
     runtime once loaded (for switches that no setting holds); `decoding` changes, by
     configuration name, decoding settings of all its replies. Prints every measurement;
     returns medians with ratios to the reference (named "<case> x <ratio_label>"), and every
-    sample."""
+    sample.
+
+    The engines share the process's pools of OpenMP threads, and every scheduler that has
+    computed keeps one (`compute_threads`), so all of them run slower than one alone would:
+    fair for comparing settings, not for what the app does (`bench.engine_processes`)."""
     scratch = Path(tempfile.mkdtemp(prefix="neeko-engines-"))
     memory = MemoryStore.open(scratch / "memory")
     overrides = {name: dict((decoding or {}).get(name, {})) for name in configs}
@@ -81,11 +96,7 @@ def compare_engines(configs: Mapping[str, Mapping[str, str]], rounds: int,
     samples = {name: {case: [] for case in CASES} for name in engines}
     for done in range(rounds + 1):
         for name, engine in engines.items():
-            question = QUESTIONS[done % len(QUESTIONS)]
-            measured = (*timed_reply(engine, slugs[done % len(slugs)], question,
-                                     f"speed-{time.time()}"),
-                        sessions_at_once(engine, 8),
-                        default_reply_seconds(engine, asked, overrides[name]))
+            measured = measure_round(engine, done, slugs, asked, overrides[name])
             print(f"round {done} {name} ({engine.runtime.base.dtype}): " + ", ".join(
                 f"{v:.2f} {c}" for c, v in zip(CASES, measured, strict=True)), flush=True)
             if done:

@@ -25,6 +25,7 @@ from neeko_app.chat.decoding import RowDecoder
 from neeko_app.chat.dynamic_decode import DynamicDecoder, GateRow
 from neeko_app.chat.generation import DecodingSettings, stop_token_ids
 from neeko_app.chat.static_decode import StaticDecoder, cache_length, slot_count
+from neeko_app.compute_threads import start_on_all_cores
 from neeko_app.model.output_head import OutputHead
 from neeko_app.moelora import Gate, NeekoModel
 
@@ -165,8 +166,8 @@ class BatchScheduler:
         self._generating = 0  # rows of the batch being decoded
         self._wakeup = threading.Condition()
         self._closed = False
-        self._worker = threading.Thread(target=self._run, name="neeko-scheduler", daemon=True)
-        self._worker.start()
+        # the one thread that decodes on every core (`compute_threads`)
+        self._worker = start_on_all_cores(self._run, name="neeko-scheduler")
 
     def submit(self, request: GenerationRequest) -> TokenStream:
         """Queue one request; iterate the returned stream for its text."""

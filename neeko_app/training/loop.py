@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from neeko_app.compute_threads import all_cores
 from neeko_app.moelora import Gate, NeekoModel
 from neeko_app.moelora.context import gate_scope
 
@@ -123,11 +124,12 @@ def block_training(model: NeekoModel, trainable: Sequence[str], lr: float = 2e-4
     optimiser stay float32): about 1.6x faster on a CPU with AMX.
 
     Weights are committed on normal exit and discarded if the body raises (interrupted).
+    Training runs on every core, also from a thread of a serving process (`all_cores`).
     """
     was_training = model.training
     model.train()
     try:
-        with model.training_blocks(list(trainable)) as params:
+        with all_cores(), model.training_blocks(list(trainable)) as params:
             yield BlockTrainer(model, trainable, params, lr, weight_decay, bf16)
     finally:
         model.train(was_training)

@@ -1,0 +1,151 @@
+"""One team of torch threads per serving process (`neeko_app.compute_threads`)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+import torch
+
+from neeko_app.compute_threads import (
+    ALL_CORES,
+    all_cores,
+    default_for_new_threads,
+    on_all_cores,
+    set_default_for_new_threads,
+    start_on_all_cores,
+)
+
+needs_cores = pytest.mark.skipif(ALL_CORES < 2, reason="one core: every count is 1")
+
+
+def in_thread(work):
+    """`work()` in a new thread; its result."""
+    result = []
+    thread = threading.Thread(target=lambda: result.append(work()))
+    thread.start()
+    thread.join()
+    return result[0]
+
+
+@pytest.fixture
+def one_core_default():
+    """Threads that start computing during the test take one core, as in a serving process;
+    the process's default is put back afterwards."""
+    set_default_for_new_threads(1)
+    yield
+    set_default_for_new_threads(ALL_CORES)
+
+
+def product_and_count() -> int:
+    """A product large enough to run in parallel, then this thread's count."""
+    matrix = torch.randn(512, 512)
+    (matrix @ matrix).sum()
+    return torch.get_num_threads()
+
+
+@needs_cores
+def test_new_threads_take_the_default_and_the_caller_keeps_its_own(one_core_default):
+    own = torch.get_num_threads()
+    assert in_thread(product_and_count) == 1
+    assert default_for_new_threads() == 1
+    assert torch.get_num_threads() == own
+
+
+@needs_cores
+def test_a_thread_started_on_all_cores_uses_them_and_threads_after_it_take_one(
+        one_core_default):
+    counts = []
+    thread = start_on_all_cores(lambda: counts.append(product_and_count()), "test-team")
+    thread.join()
+    assert counts == [ALL_CORES]
+    assert thread.daemon
+    assert in_thread(product_and_count) == 1, "starting the team changed the default"
+
+
+@needs_cores
+def test_on_all_cores_returns_the_result_or_raises_the_error_here(one_core_default):
+    assert on_all_cores(product_and_count) == ALL_CORES
+
+    def broken():
+        raise ValueError("broken card")
+
+    with pytest.raises(ValueError, match="broken card"):
+        on_all_cores(broken)
+    assert default_for_new_threads() == 1
+
+
+@needs_cores
+def test_all_cores_lasts_for_its_block_only(one_core_default):
+    def inside_and_after() -> tuple[int, int, int]:
+        with all_cores():
+            inside = product_and_count()
+        return inside, torch.get_num_threads(), default_for_new_threads()
+
+    assert in_thread(inside_and_after) == (ALL_CORES, 1, 1)
+
+
+@needs_cores
+def test_training_runs_on_all_cores_from_a_one_core_thread(one_core_default, tiny_neeko):
+    from neeko_app.training.loop import block_training
+
+    def count_while_training() -> tuple[int, int]:
+        with block_training(tiny_neeko, ["char0"]):
+            during = torch.get_num_threads()
+        return during, torch.get_num_threads()
+
+    assert in_thread(count_while_training) == (ALL_CORES, 1)
+
+
+SERVING_SCRIPT = textwrap.dedent("""
+    import json, sys, threading
+    from pathlib import Path
+    import torch
+    from neeko_app.chat.prompt import Turn
+    from neeko_app.chat.scheduler import BatchScheduler
+    from neeko_app.chat.startup import build_engine
+    from neeko_app.config import Settings
+
+    counts = {}
+    generate = BatchScheduler._generate
+
+    def counted(self, batch):
+        counts["scheduler"] = torch.get_num_threads()
+        return generate(self, batch)
+
+    BatchScheduler._generate = counted
+
+    settings = Settings(base_model="tiny", device="cpu", cache_dir=Path(sys.argv[1]),
+                        data_dir=Path(sys.argv[2]))
+    engine = build_engine(settings, use_memory=False, report=lambda _: None)
+    counts["threads"] = sorted(t.name for t in threading.enumerate())
+
+    def request():  # as a server's thread answers a request
+        slug = sorted(engine.runtime.characters)[0]
+        engine.reply(slug, [Turn("user", "Hello there, who are you?")]).result()
+        matrix = torch.randn(512, 512)
+        (matrix @ matrix).sum()
+        counts["request"] = torch.get_num_threads()
+
+    thread = threading.Thread(target=request)
+    thread.start()
+    thread.join()
+    engine.close()
+    print(json.dumps(counts))
+""")
+
+
+@needs_cores
+def test_a_serving_process_computes_on_all_cores_only_in_the_schedulers_thread(tmp_path):
+    """Start-up runs in a thread that has ended once the engine is built (its OpenMP
+    workers end with it), the scheduler decodes on every core, a request's thread on one."""
+    run = subprocess.run([sys.executable, "-c", SERVING_SCRIPT, str(tmp_path / "cache"),
+                          str(tmp_path / "data")], capture_output=True, text=True, check=True)
+    counts = json.loads(run.stdout.strip().splitlines()[-1])
+    assert counts["scheduler"] == ALL_CORES
+    assert counts["request"] == 1
+    assert counts["threads"] == ["MainThread", "neeko-scheduler"]
