@@ -13,7 +13,10 @@ So a serving process keeps one team: the thread that starts the app and every th
 computes after it run on one core (`keep_to_one_core`: a request embeds its message),
 start-up work runs on every core in a thread that ends with it (`on_all_cores`: its pool
 ends too), the scheduler's thread decodes on every core (`start_on_all_cores`), and
-training runs on every core while it lasts (`all_cores`).
+training runs on every core while it lasts (`all_cores`), then gives its pool back
+(`give_back_workers`: a server thread that trained a character lives on). A thread that
+waits for a scheduler it started (an evaluation) keeps to one core meanwhile, without a
+pool (`while_another_decodes`).
 
 torch keeps one process-wide default that a thread takes at its first parallel operation;
 `torch.set_num_threads` sets the calling thread's count and that default together. The
@@ -23,6 +26,8 @@ that start computing later.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,6 +46,26 @@ def _in_fresh_thread(work: Callable[[], T]) -> T:
     thread.start()
     thread.join()
     return result[0]
+
+
+@functools.cache
+def _openmp_pause() -> Callable[[int], int] | None:
+    """libgomp's `omp_pause_resource_all` as torch loaded it; None where torch runs on
+    another thread pool or the library predates OpenMP 5.0."""
+    try:
+        with open("/proc/self/maps") as maps:
+            path = next((line.split()[-1] for line in maps if "libgomp" in line), None)
+    except OSError:  # not Linux
+        return None
+    library = ctypes.CDLL(path) if path else None
+    return getattr(library, "omp_pause_resource_all", None)
+
+
+def give_back_workers() -> None:
+    """End this thread's pool of OpenMP workers now, not when the thread ends (its next
+    parallel torch work starts a new one)."""
+    if pause := _openmp_pause():
+        pause(1)  # omp_pause_soft: libgomp frees the calling thread's pool
 
 
 def default_for_new_threads() -> int:
@@ -101,9 +126,26 @@ def on_all_cores(work: Callable[[], T], name: str = "neeko-start-up") -> T:
 @contextmanager
 def all_cores() -> Iterator[None]:
     """Torch work in this block runs on every core (training); afterwards this thread, and
-    threads that start computing later, have their counts as before."""
+    threads that start computing later, have their counts as before, and this thread's pool
+    of workers is given back."""
     own, default = torch.get_num_threads(), default_for_new_threads()  # (own: taken now)
     torch.set_num_threads(ALL_CORES)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(own)
+        set_default_for_new_threads(default)
+        give_back_workers()
+
+
+@contextmanager
+def while_another_decodes() -> Iterator[None]:
+    """For the block's length (another thread decodes on every core meanwhile, such as the
+    scheduler an evaluation started) this thread has no pool of workers and runs torch work
+    on one core; afterwards its count, and the default, are as before."""
+    own, default = torch.get_num_threads(), default_for_new_threads()
+    give_back_workers()
+    torch.set_num_threads(1)
     try:
         yield
     finally:

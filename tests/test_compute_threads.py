@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ from neeko_app.compute_threads import (
     set_default_for_new_threads,
     start_on_all_cores,
 )
+from tests.tiny_characters import make_tiny_runtime
 
 needs_cores = pytest.mark.skipif(ALL_CORES < 2, reason="one core: every count is 1")
 
@@ -149,3 +151,77 @@ def test_a_serving_process_computes_on_all_cores_only_in_the_schedulers_thread(t
     assert counts["scheduler"] == ALL_CORES
     assert counts["request"] == 1
     assert counts["threads"] == ["MainThread", "neeko-scheduler"]
+
+
+POOL_SCRIPT = textwrap.dedent("""
+    import json, os
+    import torch
+    from neeko_app.compute_threads import all_cores, give_back_workers, while_another_decodes
+
+    def os_threads() -> int:
+        return len(os.listdir("/proc/self/task"))
+
+    def compute() -> None:
+        matrix = torch.randn(512, 512)
+        (matrix @ matrix).sum()
+
+    seen = {"none": os_threads()}
+    compute()
+    seen["pool"] = os_threads()
+    give_back_workers()
+    seen["given back"] = os_threads()
+    compute()
+    with while_another_decodes():
+        seen["waiting"] = os_threads()
+        compute()
+        seen["waiting, computed"] = os_threads()
+        seen["count while waiting"] = torch.get_num_threads()
+    seen["count after"] = torch.get_num_threads()
+    with all_cores():
+        compute()
+    seen["after training"] = os_threads()
+    print(json.dumps(seen))
+""")
+
+
+@needs_cores
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
+def test_a_thread_gives_its_openmp_workers_back_while_another_decodes_and_after_training():
+    run = subprocess.run([sys.executable, "-c", POOL_SCRIPT], capture_output=True, text=True,
+                         check=True)
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    none = seen["none"]
+    assert seen["pool"] == none + ALL_CORES - 1, "computing on every core starts a pool"
+    assert seen["given back"] == seen["waiting"] == seen["waiting, computed"] == none
+    assert (seen["count while waiting"], seen["count after"]) == (1, ALL_CORES)
+    assert seen["after training"] == none
+
+
+@needs_cores
+def test_an_evaluation_waits_on_one_core_while_its_scheduler_decodes_on_all(
+        tmp_path, monkeypatch):
+    from neeko_app.chat.generation import DecodingSettings
+    from neeko_app.chat.scheduler import BatchScheduler, GenerationRequest, gate_row
+    from neeko_app.evaluation.heldout import generated_replies
+
+    runtime = make_tiny_runtime(tmp_path, trained={"ada": "Ada Lovelace"})
+    decoding_counts, waiting_counts = [], []
+    generate = BatchScheduler._generate
+
+    def counted(self, batch):
+        decoding_counts.append(torch.get_num_threads())
+        return generate(self, batch)
+
+    monkeypatch.setattr(BatchScheduler, "_generate", counted)
+    own = torch.get_num_threads()
+    prompt = tuple(runtime.base.tokenizer("Hello, who are you?")["input_ids"])
+    gate = gate_row(runtime.gate_for(runtime.character("ada")))
+    requests = [GenerationRequest(prompt, gate,
+                                  DecodingSettings(max_new_tokens=4, temperature=0))] * 2
+    replies, _ = generated_replies(runtime, requests, batch_size=1,
+                                   progress=lambda done: waiting_counts.append(
+                                       torch.get_num_threads()))
+    assert len(replies) == 2
+    assert decoding_counts == [ALL_CORES, ALL_CORES]
+    assert waiting_counts == [1, 1]
+    assert torch.get_num_threads() == own

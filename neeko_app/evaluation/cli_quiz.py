@@ -11,6 +11,7 @@ from pathlib import Path
 from neeko_app.characters.facts import QUIZ_FILE
 from neeko_app.chat.engine import ChatEngine
 from neeko_app.chat.generation import DecodingSettings
+from neeko_app.compute_threads import while_another_decodes
 from neeko_app.config import Settings
 from neeko_app.evaluation.cli_heldout import StageBars, heldout_decoding
 from neeko_app.evaluation.quiz import (
@@ -77,8 +78,8 @@ def run_recall_command(settings: Settings, args: argparse.Namespace) -> int:
     slugs = args.characters or sorted(runtime.characters)
     characters = [runtime.character(slug) for slug in slugs]
     bars = StageBars()
-    with scratch_knowledge(characters) as memory:
-        engine = ChatEngine(runtime, memory, GREEDY)
+    with scratch_knowledge(characters) as memory, while_another_decodes():
+        engine = ChatEngine(runtime, memory, GREEDY)  # its scheduler decodes on every core
         try:
             report = run_recall(engine, memory, slugs, progress=bars)
         finally:

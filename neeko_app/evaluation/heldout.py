@@ -23,7 +23,7 @@ import torch
 from neeko_app.characters.card import HELDOUT_FILE, Character
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.reply import kept_text
-from neeko_app.chat.scheduler import BatchScheduler, GenerationRequest
+from neeko_app.chat.scheduler import GenerationRequest
 from neeko_app.evaluation import HELDOUT_DEFAULT_SYSTEMS, WRITTEN
 from neeko_app.evaluation.in_role import copied_card_words, in_role
 from neeko_app.evaluation.overlap import COPY_WORDS, longest_shared_run
@@ -35,6 +35,7 @@ from neeko_app.evaluation.role_identification import (
     profile_embedding,
     training_lines_embedding,
 )
+from neeko_app.evaluation.scheduling import evaluation_scheduler
 from neeko_app.evaluation.systems import system_request
 from neeko_app.evaluation.text_metrics import relevance
 from neeko_app.evaluation.voice import speaks_in_first_person
@@ -218,17 +219,13 @@ def generated_replies(runtime: Runtime, requests: Sequence[GenerationRequest], b
                       ) -> tuple[list[str], list[bool]]:
     """Each request's reply as the app keeps it (ended at a full sentence when cut), and
     whether it ended its turn before the length cap; batched, `progress(done)` per reply."""
-    scheduler = BatchScheduler(runtime.model, runtime.base.tokenizer, max_batch=batch_size,
-                               compile_decode=runtime.settings.compile_decode)
     replies: list[str] = []
     ended: list[bool] = []
-    try:
+    with evaluation_scheduler(runtime, batch_size) as scheduler:
         for stream in scheduler.submit_many(requests):
             replies.append(kept_text("".join(stream).strip(), stream.finish_reason))
             ended.append(stream.finish_reason != "length")
             progress(len(replies))
-    finally:
-        scheduler.close()
     return replies, ended
 
 

@@ -17,6 +17,7 @@ from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.prompt import Turn
 from neeko_app.chat.reply import kept_text
 from neeko_app.chat.scheduler import BatchScheduler
+from neeko_app.evaluation.scheduling import evaluation_scheduler
 from neeko_app.evaluation.script import DialogueScript, unmet_expectations
 from neeko_app.evaluation.systems import system_request
 from neeko_app.memory import MemoryStore
@@ -106,9 +107,7 @@ def run_scripts(runtime: Runtime, scripts: Sequence[DialogueScript], systems: Se
     done = {r.key: r for r in log.read()}
     total = len(systems) * sum(len(t.script.exchanges[t.exchange].turns) for t in threads)
     progress(len(done), total)
-    scheduler = BatchScheduler(runtime.model, runtime.base.tokenizer, max_batch=batch_size,
-                               compile_decode=runtime.settings.compile_decode)
-    try:
+    with evaluation_scheduler(runtime, batch_size) as scheduler:
         for system in systems:
             depth = max(len(t.script.exchanges[t.exchange].turns) for t in threads)
             for turn in range(depth):
@@ -120,8 +119,6 @@ def run_scripts(runtime: Runtime, scripts: Sequence[DialogueScript], systems: Se
                     log.append(new)
                     done.update((r.key, r) for r in new)
                     progress(len(done), total)
-    finally:
-        scheduler.close()
     return list(done.values())
 
 
