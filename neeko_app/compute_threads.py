@@ -74,7 +74,9 @@ def default_for_new_threads() -> int:
 
 
 def keep_to_one_core() -> None:
-    """This thread, and threads that start computing later, run torch work on one core."""
+    """This thread, and threads that start computing later, run torch work on one core; a
+    pool of workers this thread kept from earlier work is given back."""
+    give_back_workers()
     torch.set_num_threads(1)
 
 

@@ -156,7 +156,8 @@ def test_a_serving_process_computes_on_all_cores_only_in_the_schedulers_thread(t
 POOL_SCRIPT = textwrap.dedent("""
     import json, os
     import torch
-    from neeko_app.compute_threads import all_cores, give_back_workers, while_another_decodes
+    from neeko_app.compute_threads import (all_cores, give_back_workers, keep_to_one_core,
+                                           while_another_decodes)
 
     def os_threads() -> int:
         return len(os.listdir("/proc/self/task"))
@@ -180,13 +181,17 @@ POOL_SCRIPT = textwrap.dedent("""
     with all_cores():
         compute()
     seen["after training"] = os_threads()
+    compute()
+    keep_to_one_core()  # as the app starts serving
+    compute()
+    seen["kept to one core"] = os_threads()
     print(json.dumps(seen))
 """)
 
 
 @needs_cores
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
-def test_a_thread_gives_its_openmp_workers_back_while_another_decodes_and_after_training():
+def test_a_thread_gives_its_openmp_workers_back_when_it_stops_computing_on_every_core():
     run = subprocess.run([sys.executable, "-c", POOL_SCRIPT], capture_output=True, text=True,
                          check=True)
     seen = json.loads(run.stdout.strip().splitlines()[-1])
@@ -194,7 +199,7 @@ def test_a_thread_gives_its_openmp_workers_back_while_another_decodes_and_after_
     assert seen["pool"] == none + ALL_CORES - 1, "computing on every core starts a pool"
     assert seen["given back"] == seen["waiting"] == seen["waiting, computed"] == none
     assert (seen["count while waiting"], seen["count after"]) == (1, ALL_CORES)
-    assert seen["after training"] == none
+    assert seen["after training"] == seen["kept to one core"] == none
 
 
 @needs_cores

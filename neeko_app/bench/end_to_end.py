@@ -79,6 +79,7 @@ def run(options: EndToEndOptions = EndToEndOptions(),
                         ignore=shutil.ignore_patterns(".*"))
         settings = Settings(base_model=options.base_model, device=options.device,
                             characters_dir=characters, cache_dir=Settings.from_env().cache_dir,
+                            data_dir=scratch / "data",  # the added character goes there
                             memory_dir=scratch / "memory", sessions_dir=scratch / "sessions")
         # replies of the full length asked for, whatever the app's sentence limit
         decoding = DecodingSettings(max_new_tokens=options.reply_tokens, seed=0, max_sentences=0)
@@ -137,8 +138,10 @@ def _sampling(runtime: Runtime, decoding: DecodingSettings, result: BenchResult)
 
 
 def _chat_reply(engine: ChatEngine, options: EndToEndOptions, result: BenchResult) -> None:
-    """Time to first token and decode speed of one session's replies, one at a time."""
+    """Time to first token and decode speed of one session's replies, one at a time, after
+    an untimed reply (the first one sets up the kernels for the model's shapes)."""
     slug = sorted(engine.runtime.characters)[0]
+    engine.reply(slug, [Turn("user", QUESTIONS[-1])]).result()
     first_token, rates = zip(*(timed_reply(engine, slug, QUESTIONS[i % len(QUESTIONS)],
                                            "bench-single")
                                for i in range(options.replies)), strict=True)
@@ -185,7 +188,9 @@ def sessions_at_once(engine: ChatEngine, count: int) -> float:
 
 
 def _throughput(engine: ChatEngine, options: EndToEndOptions, result: BenchResult) -> None:
-    """Sessions asking at once: all tokens over the wall time, per count of sessions."""
+    """Sessions asking at once: all tokens over the wall time, per count of sessions, after
+    an untimed round of the most sessions (a batch's first shape sets up its kernels)."""
+    sessions_at_once(engine, max(options.sessions))
     single = None
     for count in options.sessions:
         rate = sessions_at_once(engine, count)
@@ -216,7 +221,11 @@ def _expansion(settings: Settings, runtime: Runtime, scratch: Path, options: End
 
     job = TrainingJob(options.training, on_progress=progress,
                       should_stop=lambda: limit is not None and len(seen) >= limit)
+    # checkpoints of its own (nothing resumes from an earlier run), the converted model shared
     bench_settings = replace(settings, cache_dir=scratch / "cache")
+    if (settings.cache_dir / "models").is_dir():
+        bench_settings.cache_dir.mkdir()
+        (bench_settings.cache_dir / "models").symlink_to(settings.cache_dir / "models")
     started = time.perf_counter()
     try:
         add_character(bench_settings, source, "expansion", job, runtime)

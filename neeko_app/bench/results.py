@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from neeko_app.compute_threads import ALL_CORES
 from neeko_app.storage import atomic_write_json
 
 
@@ -20,7 +21,7 @@ def machine(device: torch.device) -> dict[str, Any]:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cpu": _cpu_model(),
         "cpu_cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": ALL_CORES,  # the process's count (end-to-end's main thread has 1)
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": str(device),
