@@ -126,17 +126,27 @@ def on_all_cores(work: Callable[[], T], name: str = "neeko-start-up") -> T:
 
 
 @contextmanager
-def all_cores() -> Iterator[None]:
-    """Torch work in this block runs on every core (training); afterwards this thread, and
-    threads that start computing later, have their counts as before, and this thread's pool
-    of workers is given back."""
+def _this_thread_on(count: int) -> Iterator[None]:
+    """Torch work of this thread in the block runs on `count` cores; afterwards this thread,
+    and threads that start computing later, have their counts as before."""
     own, default = torch.get_num_threads(), default_for_new_threads()  # (own: taken now)
-    torch.set_num_threads(ALL_CORES)
+    torch.set_num_threads(count)
     try:
         yield
     finally:
         torch.set_num_threads(own)
         set_default_for_new_threads(default)
+
+
+@contextmanager
+def all_cores() -> Iterator[None]:
+    """Torch work in this block runs on every core (training); afterwards this thread, and
+    threads that start computing later, have their counts as before, and this thread's pool
+    of workers is given back."""
+    try:
+        with _this_thread_on(ALL_CORES):
+            yield
+    finally:
         give_back_workers()
 
 
@@ -145,11 +155,6 @@ def while_another_decodes() -> Iterator[None]:
     """For the block's length (another thread decodes on every core meanwhile, such as the
     scheduler an evaluation started) this thread has no pool of workers and runs torch work
     on one core; afterwards its count, and the default, are as before."""
-    own, default = torch.get_num_threads(), default_for_new_threads()
     give_back_workers()
-    torch.set_num_threads(1)
-    try:
+    with _this_thread_on(1):
         yield
-    finally:
-        torch.set_num_threads(own)
-        set_default_for_new_threads(default)

@@ -38,11 +38,8 @@ from neeko_app.bench.engine_comparison import (
 from neeko_app.bench.results import machine
 from neeko_app.bench.timing import medians_against
 from neeko_app.chat.engine import ChatEngine
-from neeko_app.chat.startup import build_engine
+from neeko_app.chat.startup import build_engine, load_engine
 from neeko_app.config import Settings
-from neeko_app.memory import MemoryStore
-from neeko_app.memory.knowledge import index_characters
-from neeko_app.runtime import load_runtime
 
 STARTS = ("app", "main thread")
 
@@ -58,10 +55,7 @@ def start_engine(config: Mapping, scratch: Path) -> ChatEngine:
     if start == "app":
         engine = build_engine(settings, decoding, report=lambda _: None)
     else:
-        runtime = load_runtime(settings, report=lambda _: None)
-        memory = MemoryStore.open(settings.memory_dir, None, settings)
-        index_characters(memory, runtime.characters.values())
-        engine = ChatEngine(runtime, memory, decoding)
+        engine = load_engine(settings, decoding, True, lambda _: None, None)
     if config.get("plain_weights"):
         engine.runtime.model.prepack_weights(False)
     return engine

@@ -43,12 +43,14 @@ def build_engine(settings: Settings, decoding: DecodingSettings | None = None,
     if settings.backend == "openai" and not settings.backend_url:
         raise ValueError("the openai backend needs --backend-url (e.g. http://HOST:8000/v1)")
     keep_to_one_core()
-    return on_all_cores(lambda: _load_engine(settings, decoding, use_memory, report,
-                                             backend_key))
+    return on_all_cores(lambda: load_engine(settings, decoding, use_memory, report,
+                                            backend_key))
 
 
-def _load_engine(settings: Settings, decoding: DecodingSettings | None, use_memory: bool,
-                 report: Callable[[str], None], backend_key: str | None) -> ChatEngine:
+def load_engine(settings: Settings, decoding: DecodingSettings | None, use_memory: bool,
+                report: Callable[[str], None], backend_key: str | None) -> ChatEngine:
+    """`build_engine`'s work in the calling thread, on its cores, with no care for the other
+    threads (as the app started before 2026-12-06; `bench.engine_processes` times that)."""
     runtime = load_runtime(settings, report)
     if note := dtype_note(settings, runtime.base.dtype, runtime.base.device):
         report(note)
