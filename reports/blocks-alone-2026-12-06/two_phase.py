@@ -7,7 +7,7 @@ the same exchanges with and without their notes (the block learns again to read 
 Starts from the character's shipped block, like `knowledge-retrieval-2026-12-05/drill.py`
 (whose data preparation it reuses: replies cut after 10 words, only the exchanges of the
 facts the quiz asks about). Phase 1 trains every knowledge exchange without notes for
-`--facts-epochs` at `--lr`; the block is then saved to `--block-out` (safetensors), and a
+`--facts-epochs` at `--lr`; the block is then saved to `--block-out` (a block file), and a
 later run can skip phase 1 with `--start-from` that file. Phase 2 trains every exchange
 twice an epoch, once with the notes memory retrieves for it and once without, at
 `--notes-lr` (`--notes-epochs 0`: no phase 2). The quiz (blocks, blocks + memory, and the
@@ -28,13 +28,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from neeko_app.config import Settings
 from neeko_app.evaluation.quiz import run_quiz
 from neeko_app.memory.scratch import scratch_knowledge
+from neeko_app.moelora.persistence import save_block
 from neeko_app.runtime import load_runtime
-from neeko_app.storage import atomic_write_json
+from neeko_app.storage import atomic_write_json, load_tensors
 from neeko_app.training.knowledge_data import knowledge_examples
 from neeko_app.training.trainer import EXPANSION_TRAINING, Progress, run_training
 
@@ -45,23 +45,18 @@ SYSTEMS = ("blocks", "blocks+memory")
 NO_NOTES = 10_000  # notes_every larger than any knowledge file: only its first exchange
 
 
-def block_tensors(model, slug: str) -> dict[str, torch.Tensor]:
-    """The block of `slug`, layer by layer (a copy)."""
-    index = model.block_index(slug)
-    tensors = {}
-    for name, layer in model.lora_layers():
-        tensors[f"{name}.A"] = layer.lora_A[index].detach().clone().contiguous()
-        tensors[f"{name}.BT"] = layer.lora_BT[index].detach().clone().contiguous()
-    return tensors
-
-
-def load_block_tensors(model, slug: str, tensors: dict[str, torch.Tensor]) -> None:
-    """Put `block_tensors`' output back into the block of `slug`."""
-    index = model.block_index(slug)
+def load_block_in_place(model, slug: str, path: Path) -> None:
+    """Overwrite the block of `slug` with the one `save_block` wrote to `path`."""
+    tensors, index = load_tensors(path), model.block_index(slug)
     with torch.no_grad():
         for name, layer in model.lora_layers():
-            layer.lora_A[index].copy_(tensors[f"{name}.A"])
-            layer.lora_BT[index].copy_(tensors[f"{name}.BT"])
+            layer.lora_A[index].copy_(tensors[f"{name}.lora_A"][0])
+            layer.lora_BT[index].copy_(tensors[f"{name}.lora_BT"][0])
+
+
+def epoch_ended(progress: Progress, epochs: int) -> bool:
+    """Whether `progress` is the last step of an epoch of a run of `epochs`."""
+    return progress.step * epochs % progress.total == 0
 
 
 def add_exchanges(character, extra: list[Path]) -> None:
@@ -107,23 +102,22 @@ def two_phase(settings: Settings, slug: str, facts_epochs: int, lr: float, notes
             atomic_write_json(out, summary)
 
         def during_facts(progress: Progress) -> None:
-            at_epoch_end = progress.step * facts_epochs % progress.total == 0
-            if at_epoch_end and progress.epoch < facts_epochs and quiz_every \
-                    and progress.epoch % quiz_every == 0:
+            if epoch_ended(progress, facts_epochs) and progress.epoch < facts_epochs \
+                    and quiz_every and progress.epoch % quiz_every == 0:
                 quiz(f"facts epoch {progress.epoch}", progress.seconds)
 
         if start_from:
-            load_block_tensors(model, slug, load_file(str(start_from)))
+            load_block_in_place(model, slug, start_from)
         else:
             started = time.perf_counter()
             run_training(model, plain, [slug], replace(config, epochs=facts_epochs, lr=lr),
                          tokenizer.pad_token_id, on_progress=during_facts)
             if block_out:
-                save_file(block_tensors(model, slug), str(block_out))
+                save_block(model, slug, block_out)
             quiz(f"facts {facts_epochs} epochs", time.perf_counter() - started)
 
         def after_epoch(progress: Progress) -> None:
-            if progress.step * notes_epochs % progress.total == 0:
+            if epoch_ended(progress, notes_epochs):
                 quiz(f"notes epoch {progress.epoch}", progress.seconds)
 
         if not notes_epochs:
