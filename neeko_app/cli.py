@@ -21,7 +21,7 @@ from neeko_app.evaluation import (
     HELDOUT_DEFAULT_SYSTEMS,
     HELDOUT_SYSTEMS,
 )
-from neeko_app.training.trainer import EXPANSION_TRAINING, TrainingConfig
+from neeko_app.training.trainer import EXPANSION_TRAINING, DrillConfig, TrainingConfig
 
 if TYPE_CHECKING:
     from neeko_app.chat.engine import ChatEngine
@@ -115,6 +115,19 @@ def _add_training_flags(parser: argparse.ArgumentParser, defaults: TrainingConfi
     parser.add_argument("--keep-best-epoch", action="store_true",
                         help="each block ends with the epoch of its lowest held-out loss "
                              "(characters with a heldout.jsonl; default: the last epoch)")
+
+
+def _add_drill_flags(parser: argparse.ArgumentParser, defaults: DrillConfig) -> None:
+    parser.add_argument("--facts-epochs", type=_positive_int, default=defaults.facts_epochs,
+                        help=f"epochs of the facts without notes (default {defaults.facts_epochs})")
+    parser.add_argument("--facts-lr", type=_positive_float, default=defaults.facts_lr)
+    parser.add_argument("--notes-epochs", type=_non_negative_int, default=defaults.notes_epochs,
+                        help="epochs of the facts with and without their notes (default "
+                             f"{defaults.notes_epochs}; 0: none)")
+    parser.add_argument("--notes-lr", type=_positive_float, default=defaults.notes_lr)
+    parser.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size)
+    parser.add_argument("--fp32", action="store_true",
+                        help="forward passes in float32 (default: bfloat16 autocast)")
 
 
 def _add_memory_flags(parser: argparse.ArgumentParser) -> None:
@@ -211,6 +224,13 @@ def training_config(args: argparse.Namespace) -> TrainingConfig:
                           bf16=args.bf16)
 
 
+def drill_config(args: argparse.Namespace) -> DrillConfig:
+    """The `DrillConfig` the drill flags ask for."""
+    return DrillConfig(facts_epochs=args.facts_epochs, facts_lr=args.facts_lr,
+                       notes_epochs=args.notes_epochs, notes_lr=args.notes_lr,
+                       batch_size=args.batch_size, bf16=not args.fp32)
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     """Settings from the environment, overridden by the command's flags named like a setting
     (--base-model, --memory-dir, --port, ...). Data an older version left in the app's
@@ -255,6 +275,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fusion: no training, mix existing blocks; expansion: train a new block")
     _add_training_flags(add, EXPANSION_TRAINING)
     _add_model_flags(add)
+
+    drill = commands.add_parser(
+        "drill-facts", help="teach characters their own facts (their blocks, two phases)")
+    drill.add_argument("characters", nargs="*",
+                       help="characters to drill (default: every one with knowledge "
+                            "exchanges and a block of its own)")
+    _add_drill_flags(drill, DrillConfig())
+    _add_model_flags(drill)
 
     characters = commands.add_parser("characters", help="list characters and their state")
     _add_data_flags(characters)
@@ -407,6 +435,7 @@ COMMANDS = {
     "chat": "neeko_app.chat.terminal:run_terminal_chat",
     "train": "neeko_app.training.cli_progress:run_training_command",
     "add-character": "neeko_app.training.cli_progress:run_training_command",
+    "drill-facts": "neeko_app.training.cli_progress:run_drill_command",
     "characters": "neeko_app.characters.registry:run_characters_command",
     "api": "neeko_app.api.server:run_api_command",
     "serve": "neeko_app.ui.cli_serve:run_serve_command",

@@ -12,6 +12,7 @@ import pytest
 from neeko_app.characters.card import load_character
 from neeko_app.characters.facts import (
     FACTS_FILE,
+    PARAPHRASES_FILE,
     QUIZ_FILE,
     FactSheetError,
     fact_questions,
@@ -143,8 +144,8 @@ def test_every_shipped_character_has_a_fact_sheet_and_quiz():
 
 
 def _user_turns(folder: Path) -> list[str]:
-    return [turn.text for name in ("dialogues.jsonl", KNOWLEDGE_FILE)
-            for conversation in load_dialogues(folder / name)
+    return [turn.text for name in ("dialogues.jsonl", KNOWLEDGE_FILE, PARAPHRASES_FILE)
+            if (folder / name).is_file() for conversation in load_dialogues(folder / name)
             for turn in conversation.turns if turn.role == "user"]
 
 
@@ -189,7 +190,9 @@ def test_shipped_facts_are_checked_against_the_reference_and_not_copied(folder):
     quiz = load_quiz(folder / QUIZ_FILE, facts)
     assert [q.id for q in quiz if not q.is_answered_by(reference)] == []
     copied = _runs(reference, 8)
-    written = [f.fact for f in facts] + [turn.text for c in load_dialogues(folder / KNOWLEDGE_FILE)
+    written = [f.fact for f in facts] + [turn.text for name in (KNOWLEDGE_FILE, PARAPHRASES_FILE)
+                                         if (folder / name).is_file()
+                                         for c in load_dialogues(folder / name)
                                          for turn in c.turns]
     assert [text for text in written if _runs(text, 8) & copied] == []
 
@@ -200,8 +203,11 @@ def test_the_registry_check_reports_broken_knowledge_files(tmp_path):
     write_lines(folder / QUIZ_FILE, QUESTION, {**QUESTION, "id": "x-q02", "fact": "x-f404"})
     write_lines(folder / KNOWLEDGE_FILE, {"id": "k1", "turns": [{"role": "user", "text": "Hi"}]})
     write_lines(folder / RECALL_FILE, "{broken")
+    write_lines(folder / PARAPHRASES_FILE, {"id": "p1", "turns": []})
     issues = check_character(load_character(folder))
     assert any("quiz.jsonl: question x-q02 names 'x-f404'" in issue for issue in issues)
     assert any("knowledge.jsonl line 1: the last turn must be the character's" in issue
                for issue in issues)
     assert any("recall.jsonl line 1: not JSON" in issue for issue in issues)
+    assert any("paraphrases.jsonl line 1: expected an object with a non-empty 'turns'" in issue
+               for issue in issues)

@@ -22,6 +22,9 @@ from neeko_app.jsonl import jsonl_records
 FACTS_FILE = "facts.jsonl"
 QUIZ_FILE = "quiz.jsonl"
 KNOWLEDGE_FILE = "knowledge.jsonl"  # the training exchanges that teach the facts
+# more wordings of the same facts (twelve styles a fact), trained on but not indexed: their
+# questions would more than triple the notes memory searches
+PARAPHRASES_FILE = "paraphrases.jsonl"
 FACT_TOPICS = ("family", "places", "dates", "works", "people", "beliefs", "death", "life")
 MAX_SOURCE_WORDS = 12
 

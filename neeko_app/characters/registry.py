@@ -21,6 +21,7 @@ from neeko_app.characters.card import (
 from neeko_app.characters.facts import (
     FACTS_FILE,
     KNOWLEDGE_FILE,
+    PARAPHRASES_FILE,
     QUIZ_FILE,
     FactSheetError,
     fact_questions,
@@ -106,7 +107,8 @@ def _check_knowledge(folder: Path) -> list[str]:
             load_quiz(folder / QUIZ_FILE, facts)
         except FactSheetError as err:
             issues.append(str(err))
-    for name, load in ((KNOWLEDGE_FILE, _load_knowledge), (RECALL_FILE, load_recall)):
+    for name, load in ((KNOWLEDGE_FILE, _load_knowledge), (PARAPHRASES_FILE, load_dialogues),
+                       (RECALL_FILE, load_recall)):
         if (folder / name).exists():
             try:
                 load(folder / name)

@@ -1,4 +1,5 @@
-"""`neeko train` / `neeko add-character` in a terminal: a tqdm bar with loss and ETA."""
+"""`neeko train`, `neeko add-character` and `neeko drill-facts` in a terminal: a tqdm bar
+with loss and ETA."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from neeko_app.cli import training_config
+from neeko_app.characters.registry import discover_characters
+from neeko_app.cli import drill_config, training_config
 from neeko_app.config import Settings
 from neeko_app.training.baselines import train_lora_mix
+from neeko_app.training.fact_drill import drill_facts
+from neeko_app.training.knowledge_data import knowledge_conversations
 from neeko_app.training.trainer import Progress
 from neeko_app.training.workflows import TrainingJob, add_character, pretrain
 
@@ -62,4 +66,29 @@ def run_training_command(settings: Settings, args: argparse.Namespace) -> int:
             print(f"added {character.slug} ({args.mode})")
     finally:
         bar.close()
+    return 0
+
+
+def run_drill_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Run `drill-facts` with one progress bar per character and phase; an interrupted run
+    resumes with the same command, and no block changes until every character is done."""
+    slugs = args.characters or [
+        c.slug for c in discover_characters(*settings.character_dirs).characters.values()
+        if c.block_path.is_file() and knowledge_conversations(c)]
+    if not slugs:
+        raise ValueError("no character has knowledge exchanges and a block of its own")
+    bars: dict[tuple[str, str], ProgressBar] = {}
+
+    def show(slug: str, phase: str, progress: Progress) -> None:
+        if (slug, phase) not in bars:
+            bars[slug, phase] = ProgressBar(f"{slug}: {phase}")
+        bars[slug, phase](progress)
+
+    try:
+        characters = drill_facts(settings, slugs, drill_config(args), show)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    print(f"drilled {', '.join(c.slug for c in characters)}: blocks written; "
+          "`neeko quiz` measures them")
     return 0

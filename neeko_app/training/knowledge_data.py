@@ -7,6 +7,9 @@ Besides `dialogues.jsonl`, a character folder may hold
   after seeing it phrased many ways). Every other exchange carries, in its header, the notes
   the chat app's memory retrieves for its last question, so the block learns both to know
   the fact and to use a note that states it;
+- `paraphrases.jsonl` (optional): more exchanges in the knowledge file's format, the same
+  facts asked in twelve styles (curt, hostile, mistaken, fill in the blank...), trained on
+  like the knowledge exchanges but not indexed as the notes' questions;
 - `recall.jsonl`: exchanges whose answer is something the user said much earlier, given in
   the header as the memory recalls it ("Earlier in this conversation: ..."), so the block
   learns to take a name or a place from a recalled exchange:
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from neeko_app.characters.card import Character
-from neeko_app.characters.facts import KNOWLEDGE_FILE
+from neeko_app.characters.facts import KNOWLEDGE_FILE, PARAPHRASES_FILE
 from neeko_app.chat.context import RetrievedContext, memory_header
 from neeko_app.chat.engine import ContextLimits
 from neeko_app.chat.prompt import character_header
@@ -78,26 +81,46 @@ def recalled_context(character: Character, earlier: tuple[tuple[str, str], ...]
         for turn, (user, reply) in enumerate(earlier, start=1)))
 
 
+def knowledge_conversations(character: Character) -> list[Conversation]:
+    """The exchanges of the character's knowledge file, then of its paraphrases file ([]
+    for a folder with neither)."""
+    paths = (character.folder / name for name in (KNOWLEDGE_FILE, PARAPHRASES_FILE))
+    return [conversation for path in paths if path.is_file()
+            for conversation in load_dialogues(path)]
+
+
 def knowledge_examples(character: Character, tokenizer, max_tokens: int,
                        notes_every: int = NOTES_EVERY) -> list[Example]:
     """The character's knowledge and recall exchanges for its own block ([] for a folder
     that has neither file); one knowledge exchange in `notes_every` has its notes."""
+    conversations = knowledge_conversations(character)
+    noted = [c for i, c in enumerate(conversations) if i % notes_every == 0]
+    plain = [c for i, c in enumerate(conversations) if i % notes_every]
+    return (noted_examples(character, noted, tokenizer, max_tokens)
+            + plain_examples(character, plain, tokenizer, max_tokens)
+            + recall_examples(character, tokenizer, max_tokens))
+
+
+def noted_examples(character: Character, conversations: list[Conversation], tokenizer,
+                   max_tokens: int) -> list[Example]:
+    """`conversations` with the notes the chat app's memory retrieves for each one's last
+    question in the header."""
     header = character_header(character)
-    examples = []
-    path = character.folder / KNOWLEDGE_FILE
-    if path.is_file():
-        conversations = load_dialogues(path)
-        noted = conversations[::notes_every]
-        notes = retrieved_knowledge(character, [last_question(c) for c in noted],
-                                    ContextLimits.knowledge_k)
-        for conversation, chunks in zip(noted, notes, strict=True):
-            context = RetrievedContext(knowledge=tuple(chunks))
-            examples.append(tokenize_conversation(
-                conversation, memory_header(header, character.name, context), tokenizer,
-                character.slug, max_tokens))
-        examples += [tokenize_conversation(c, header, tokenizer, character.slug, max_tokens)
-                     for i, c in enumerate(conversations) if i % notes_every]
-    return examples + recall_examples(character, tokenizer, max_tokens)
+    notes = retrieved_knowledge(character, [last_question(c) for c in conversations],
+                                ContextLimits.knowledge_k) if conversations else []
+    return [tokenize_conversation(conversation,
+                                  memory_header(header, character.name,
+                                                RetrievedContext(knowledge=tuple(chunks))),
+                                  tokenizer, character.slug, max_tokens)
+            for conversation, chunks in zip(conversations, notes, strict=True)]
+
+
+def plain_examples(character: Character, conversations: list[Conversation], tokenizer,
+                   max_tokens: int) -> list[Example]:
+    """`conversations` under the character's short header alone."""
+    header = character_header(character)
+    return [tokenize_conversation(c, header, tokenizer, character.slug, max_tokens)
+            for c in conversations]
 
 
 def recall_examples(character: Character, tokenizer, max_tokens: int) -> list[Example]:

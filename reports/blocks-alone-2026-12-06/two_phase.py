@@ -10,7 +10,8 @@ facts the quiz asks about). Phase 1 trains every knowledge exchange without note
 `--facts-epochs` at `--lr`; the block is then saved to `--block-out` (a block file), and a
 later run can skip phase 1 with `--start-from` that file. Phase 2 trains every exchange
 twice an epoch, once with the notes memory retrieves for it and once without, at
-`--notes-lr` (`--notes-epochs 0`: no phase 2). The quiz (blocks, blocks + memory, and the
+`--notes-lr` (`--notes-epochs 0`: no phase 2; `--no-notes-in-phase-2`: twice without notes,
+the ablation that tells the notes from the lower rate). The quiz (blocks, blocks + memory, and the
 facts' trained questions) is put every `--quiz-every` epochs of phase 1, after it, and
 after every epoch of phase 2; the characters folder is untouched. `--extra FILE ...` adds
 more exchanges in the knowledge file's format (more wordings of the same facts) to the
@@ -70,7 +71,7 @@ def add_exchanges(character, extra: list[Path]) -> None:
 def two_phase(settings: Settings, slug: str, facts_epochs: int, lr: float, notes_epochs: int,
               notes_lr: float, out: Path, block_out: Path | None = None,
               start_from: Path | None = None, extra: list[Path] = (),
-              quiz_every: int = 0) -> list[dict]:
+              quiz_every: int = 0, notes_in_phase_2: bool = True) -> list[dict]:
     """Run both phases for `slug`, writing a quiz row to `out` after each stage."""
     runtime = load_runtime(settings)
     model, tokenizer = runtime.model, runtime.base.tokenizer
@@ -86,7 +87,8 @@ def two_phase(settings: Settings, slug: str, facts_epochs: int, lr: float, notes
                "notes_lr": notes_lr, "notes_epochs": notes_epochs,
                "examples_phase_1": len(plain), "examples_phase_2": len(plain) + len(noted),
                "start_from": str(start_from) if start_from else None,
-               "extra": [str(path) for path in extra], "rows": rows}
+               "extra": [str(path) for path in extra], "notes_in_phase_2": notes_in_phase_2,
+               "rows": rows}
     with scratch_knowledge([character]) as memory:
         def quiz(stage: str, seconds: float) -> None:
             model.eval()
@@ -122,7 +124,8 @@ def two_phase(settings: Settings, slug: str, facts_epochs: int, lr: float, notes
 
         if not notes_epochs:
             return rows
-        run_training(model, plain + noted, [slug],
+        second = plain + (noted if notes_in_phase_2 else plain)
+        run_training(model, second, [slug],
                      replace(config, epochs=notes_epochs, lr=notes_lr, seed=1),
                      tokenizer.pad_token_id, on_progress=after_epoch)
     return rows
@@ -141,12 +144,14 @@ def main() -> None:
                         help="more exchanges (knowledge format) of the same facts")
     parser.add_argument("--quiz-every", type=int, default=0,
                         help="also quiz every N epochs of phase 1 (0: only after it)")
+    parser.add_argument("--no-notes-in-phase-2", action="store_true",
+                        help="phase 2 trains every exchange twice without notes (ablation)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.manual_seed(0)
     two_phase(Settings.from_env(), args.character, args.facts_epochs, args.lr,
               args.notes_epochs, args.notes_lr, args.out, args.block_out, args.start_from,
-              args.extra, args.quiz_every)
+              args.extra, args.quiz_every, not args.no_notes_in_phase_2)
 
 
 if __name__ == "__main__":
