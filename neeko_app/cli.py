@@ -119,12 +119,13 @@ def _add_training_flags(parser: argparse.ArgumentParser, defaults: TrainingConfi
 
 def _add_drill_flags(parser: argparse.ArgumentParser, defaults: DrillConfig) -> None:
     parser.add_argument("--facts-epochs", type=_positive_int, default=defaults.facts_epochs,
-                        help=f"epochs of the facts without notes (default {defaults.facts_epochs})")
+                        help=f"epochs at --facts-lr (default {defaults.facts_epochs})")
     parser.add_argument("--facts-lr", type=_positive_float, default=defaults.facts_lr)
-    parser.add_argument("--notes-epochs", type=_non_negative_int, default=defaults.notes_epochs,
-                        help="epochs of the facts with and without their notes (default "
-                             f"{defaults.notes_epochs}; 0: none)")
-    parser.add_argument("--notes-lr", type=_positive_float, default=defaults.notes_lr)
+    parser.add_argument("--settle-epochs", type=_non_negative_int,
+                        default=defaults.settle_epochs,
+                        help="epochs after those at the slower --settle-lr (default "
+                             f"{defaults.settle_epochs}; 0: none)")
+    parser.add_argument("--settle-lr", type=_positive_float, default=defaults.settle_lr)
     parser.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size)
     parser.add_argument("--fp32", action="store_true",
                         help="forward passes in float32 (default: bfloat16 autocast)")
@@ -227,7 +228,7 @@ def training_config(args: argparse.Namespace) -> TrainingConfig:
 def drill_config(args: argparse.Namespace) -> DrillConfig:
     """The `DrillConfig` the drill flags ask for."""
     return DrillConfig(facts_epochs=args.facts_epochs, facts_lr=args.facts_lr,
-                       notes_epochs=args.notes_epochs, notes_lr=args.notes_lr,
+                       settle_epochs=args.settle_epochs, settle_lr=args.settle_lr,
                        batch_size=args.batch_size, bf16=not args.fp32)
 
 

@@ -1,17 +1,15 @@
 """What `neeko drill-facts` does: teach characters their own facts, one block at a time.
 
 Each block trains alone from its current weights (every other block stays bit-identical,
-as in an expansion) in two phases, the recipe of report `blocks-alone-2026-12-06`:
+as in an expansion) on every knowledge exchange (`knowledge.jsonl` and `paraphrases.jsonl`),
+its reply cut after the sentence that gives the answer, under the short header, plus the
+recall exchanges: first fast (the block learns the facts), then slowly (it settles on
+them), the recipe of report `blocks-alone-2026-12-06` (where a phase with the retrieved
+notes in the header did no better than the slow phase without them).
 
-1. facts: every knowledge exchange (`knowledge.jsonl` and `paraphrases.jsonl`), its reply
-   cut after the sentence that gives the answer, under the short header only, plus the
-   recall exchanges; the block learns the facts themselves;
-2. notes: the same exchanges twice, once with the notes memory retrieves for the question
-   and once without, at a lower rate; the block learns again to read its notes.
-
-Both phases checkpoint under the cache, keyed by the block they started from, so the same
-command resumes an interrupted run. The blocks are written to the characters' folders only
-when every character named has finished both phases.
+Each phase checkpoints under the cache, keyed by the block the drill started from, so the
+same command resumes an interrupted run. The blocks are written to the characters' folders
+only when every character named has finished.
 """
 
 from __future__ import annotations
@@ -30,7 +28,6 @@ from neeko_app.runtime import Runtime, load_runtime
 from neeko_app.training.data import Conversation, DialogueError, Example
 from neeko_app.training.knowledge_data import (
     knowledge_conversations,
-    noted_examples,
     plain_examples,
     recall_examples,
 )
@@ -64,19 +61,18 @@ def answer_first(conversation: Conversation, words: int) -> Conversation:
 
 
 def drill_examples(character: Character, tokenizer, max_tokens: int,
-                   answer_words: int) -> tuple[list[Example], list[Example]]:
-    """The facts phase's examples (short header, plus the recall exchanges) and the same
-    knowledge exchanges with their retrieved notes; CharacterError for a character without
+                   answer_words: int) -> list[Example]:
+    """The character's knowledge exchanges, replies cut after `answer_words` words, under
+    its short header, then its recall exchanges; CharacterError for a character without
     knowledge exchanges or with a broken file."""
     try:
         conversations = [answer_first(c, answer_words)
-                         for c in knowledge_conversations(character)]
+                         for c in knowledge_conversations(character, paraphrases=True)]
         if not conversations:
             raise CharacterError(f"{character.slug} has no knowledge exchanges to drill "
                                  "(knowledge.jsonl)")
-        plain = (plain_examples(character, conversations, tokenizer, max_tokens)
-                 + recall_examples(character, tokenizer, max_tokens))
-        return plain, noted_examples(character, conversations, tokenizer, max_tokens)
+        return (plain_examples(character, conversations, tokenizer, max_tokens)
+                + recall_examples(character, tokenizer, max_tokens))
     except DialogueError as err:
         raise CharacterError(f"{character.slug}: {err}") from None
 
@@ -91,18 +87,19 @@ def drill_checkpoints(settings: Settings, character: Character) -> Path:
 def drill_character(runtime: Runtime, character: Character, config: DrillConfig,
                     checkpoints: Path, on_progress: DrillProgress | None = None,
                     should_stop: Callable[[], bool] | None = None) -> None:
-    """Both phases for `character`'s block in `runtime.model` (resumed from `checkpoints`)."""
-    model, tokenizer = runtime.model, runtime.base.tokenizer
-    max_tokens = config.phase("facts").max_tokens
-    plain, noted = drill_examples(character, tokenizer, max_tokens, config.answer_words)
-    facts = config.phase("facts")
-    # the notes phase starts where this facts phase ends: its checkpoint is keyed by it
-    after_facts = run_fingerprint(model, plain, [character.slug], facts)[:16]
-    for phase, examples, folder in (("facts", plain, checkpoints / "facts"),
-                                    ("notes", plain + noted, checkpoints / f"notes-{after_facts}")):
-        report = partial(on_progress, character.slug, phase) if on_progress else None
-        run_training(model, examples, [character.slug], config.phase(phase),
-                     tokenizer.pad_token_id, folder, report, should_stop)
+    """Every phase for `character`'s block in `runtime.model`, resumed from `checkpoints`:
+    each phase's folder is named after the phases before it, so a phase only resumes on
+    top of the very run it followed."""
+    model, tokenizer, slug = runtime.model, runtime.base.tokenizer, character.slug
+    phases = config.phases()
+    examples = drill_examples(character, tokenizer, phases["facts"].max_tokens,
+                              config.answer_words)
+    folder = checkpoints
+    for phase, phase_config in phases.items():
+        folder = folder / f"{phase}-{run_fingerprint(model, examples, [slug], phase_config)[:12]}"
+        report = partial(on_progress, slug, phase) if on_progress else None
+        run_training(model, examples, [slug], phase_config, tokenizer.pad_token_id, folder,
+                     report, should_stop)
 
 
 def drill_facts(settings: Settings, slugs: Sequence[str], config: DrillConfig | None = None,

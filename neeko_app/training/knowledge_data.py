@@ -9,7 +9,7 @@ Besides `dialogues.jsonl`, a character folder may hold
   the fact and to use a note that states it;
 - `paraphrases.jsonl` (optional): more exchanges in the knowledge file's format, the same
   facts asked in twelve styles (curt, hostile, mistaken, fill in the blank...), trained on
-  like the knowledge exchanges but not indexed as the notes' questions;
+  only by `neeko drill-facts` (`fact_drill`) and not indexed as the notes' questions;
 - `recall.jsonl`: exchanges whose answer is something the user said much earlier, given in
   the header as the memory recalls it ("Earlier in this conversation: ..."), so the block
   learns to take a name or a place from a recalled exchange:
@@ -81,10 +81,12 @@ def recalled_context(character: Character, earlier: tuple[tuple[str, str], ...]
         for turn, (user, reply) in enumerate(earlier, start=1)))
 
 
-def knowledge_conversations(character: Character) -> list[Conversation]:
-    """The exchanges of the character's knowledge file, then of its paraphrases file ([]
-    for a folder with neither)."""
-    paths = (character.folder / name for name in (KNOWLEDGE_FILE, PARAPHRASES_FILE))
+def knowledge_conversations(character: Character, paraphrases: bool = False
+                            ) -> list[Conversation]:
+    """The exchanges of the character's knowledge file, then with `paraphrases` of its
+    paraphrases file ([] for a folder with neither)."""
+    names = (KNOWLEDGE_FILE, PARAPHRASES_FILE) if paraphrases else (KNOWLEDGE_FILE,)
+    paths = (character.folder / name for name in names)
     return [conversation for path in paths if path.is_file()
             for conversation in load_dialogues(path)]
 
