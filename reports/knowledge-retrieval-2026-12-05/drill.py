@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import tempfile
 import time
@@ -43,21 +42,12 @@ from neeko_app.evaluation.systems import system_request
 from neeko_app.memory.scratch import scratch_knowledge
 from neeko_app.runtime import load_runtime
 from neeko_app.storage import atomic_write_json
+from neeko_app.training.fact_drill import cut_reply
 from neeko_app.training.knowledge_data import knowledge_examples
 from neeko_app.training.trainer import EXPANSION_TRAINING, Progress, run_training
 from neeko_app.training.workflows import examples_for
 
 WHOLE_REPLIES = replace(GREEDY, max_sentences=0)  # as it ran: before the sentence limit
-
-
-def cut_reply(text: str, words: int) -> str:
-    """`text` up to the end of the first sentence that brings it to `words` words."""
-    kept = ""
-    for sentence in re.split(r"(?<=[.!?])\s+", text.strip()):
-        kept = f"{kept} {sentence}".strip()
-        if len(kept.split()) >= words:
-            break
-    return kept
 
 
 def trimmed_copy(character, words: int, into: Path, quiz_facts_only: bool = False):
