@@ -20,6 +20,7 @@ from neeko_app.evaluation import (
     DEFAULT_SYSTEMS,
     HELDOUT_DEFAULT_SYSTEMS,
     HELDOUT_SYSTEMS,
+    QUIZ_SYSTEMS,
 )
 from neeko_app.training.trainer import EXPANSION_TRAINING, DrillConfig, TrainingConfig
 
@@ -359,8 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
         "quiz", help="held-out fact quiz: accuracy, in-role rate and relevance per system")
     quiz.add_argument("characters", nargs="*",
                       help="characters to quiz (default: every one with a quiz.jsonl)")
-    quiz.add_argument("--systems", nargs="+", choices=DEFAULT_SYSTEMS,
-                      default=list(DEFAULT_SYSTEMS))
+    quiz.add_argument("--systems", nargs="+", choices=QUIZ_SYSTEMS, default=list(QUIZ_SYSTEMS),
+                      help="blocks+other-notes: blocks+memory with the asked fact's note "
+                           "withheld, as when retrieval misses it")
     quiz.add_argument("--blocks-from", metavar="DIR",
                       help="play the characters with DIR/<slug>/block.safetensors instead "
                            "(blocks trained before, to compare); use with --label")

@@ -14,10 +14,13 @@ from neeko_app.characters.facts import QuizQuestion
 from neeko_app.chat.sentences import kept_sentences
 from neeko_app.cli import main
 from neeko_app.config import Settings
+from neeko_app.evaluation import OTHER_NOTES
 from neeko_app.evaluation.cli_quiz import merged
 from neeko_app.evaluation.overlap import COPY_WORDS
-from neeko_app.evaluation.quiz import QuizAnswer, QuizReport, format_quiz_report
+from neeko_app.evaluation.quiz import QuizAnswer, QuizReport, asked_notes, format_quiz_report
 from neeko_app.evaluation.recall import PROBES
+from neeko_app.evaluation.systems import system_context
+from neeko_app.memory.scratch import scratch_knowledge
 from neeko_app.model.tiny import tiny_tokenizer
 from neeko_app.runtime import load_runtime
 from neeko_app.training.knowledge_data import knowledge_examples
@@ -109,6 +112,8 @@ def write_character(root: Path, slug: str) -> None:
                 {"role": "character", "text": f"I am a {slug}."}]
     (folder / "dialogues.jsonl").write_text(json.dumps({"id": "d1", "turns": exchange}) + "\n")
     facts = [{"id": f"{slug}-f001", "fact": fact, "topic": "places", "source": name},
+             {"id": f"{slug}-f003", "fact": f"The {slug} keeps three grey geese.",
+              "topic": "family", "source": "geese"},
              {"id": f"{slug}-f002", "fact": f"The {slug} dies old.", "topic": "death",
               "source": "dies", "after_now": True}]
     (folder / "facts.jsonl").write_text("\n".join(map(json.dumps, facts)) + "\n")
@@ -156,7 +161,8 @@ def test_quiz_cli_reports_before_and_after_in_one_file(quiz_settings, tmp_path, 
     flags = ["--base-model", "tiny", "--device", "cpu",
              "--characters-dir", str(quiz_settings.characters_dir),
              "--cache-dir", str(quiz_settings.cache_dir), "--max-new-tokens", "8"]
-    assert main(["quiz", "--systems", "blocks", "blocks+memory", "--out", str(out), *flags]) == 0
+    assert main(["quiz", "--systems", "blocks", "blocks+memory", OTHER_NOTES, "--out", str(out),
+                 *flags]) == 0
     before = tmp_path / "before"
     for slug in FACTS:
         (before / slug).mkdir(parents=True)
@@ -165,8 +171,8 @@ def test_quiz_cli_reports_before_and_after_in_one_file(quiz_settings, tmp_path, 
     assert main(["quiz", "--systems", "blocks", "--blocks-from", str(before), "--label",
                  "before", "--out", str(out), *flags]) == 0
     report = json.loads(out.read_text())
-    assert report["systems"] == ["blocks", "blocks+memory", "blocks@before"]
-    assert len(report["answers"]) == 6
+    assert report["systems"] == ["blocks", "blocks+memory", OTHER_NOTES, "blocks@before"]
+    assert len(report["answers"]) == 8
     # the same blocks loaded from another folder give the very same greedy replies
     replies = {(a["system"], a["character"]): a["reply"] for a in report["answers"]}
     assert all(replies[("blocks@before", slug)] == replies[("blocks", slug)] for slug in FACTS)
@@ -175,6 +181,22 @@ def test_quiz_cli_reports_before_and_after_in_one_file(quiz_settings, tmp_path, 
         assert a["answered_first"] == (a["correct"] and FACTS[a["character"]][1].lower()
                                        in kept_sentences(a["reply"].strip(), 1).lower())
     assert "Fact quiz accuracy" in capsys.readouterr().out
+
+
+def test_other_notes_withholds_the_asked_facts_note_and_keeps_the_others(quiz_settings):
+    runtime = load_runtime(quiz_settings, report=lambda _: None)
+    miller = runtime.character("miller")
+    [(question, note)] = asked_notes(miller)
+    assert note == FACTS["miller"][0]
+    with scratch_knowledge([miller]) as memory:
+        found = system_context("blocks+memory", miller, question.question, memory)
+        others = system_context(OTHER_NOTES, miller, question.question, memory, withheld=note)
+        with pytest.raises(ValueError, match="note to withhold"):
+            system_context(OTHER_NOTES, miller, question.question, memory)
+    assert note in [chunk.text for chunk in found.knowledge]
+    assert [chunk.text for chunk in others.knowledge] == [
+        chunk.text for chunk in found.knowledge if chunk.text != note]
+    assert "The miller keeps three grey geese." in [chunk.text for chunk in others.knowledge]
 
 
 def test_recall_probes_overflow_the_history_and_memory_brings_turn_one_back(

@@ -28,6 +28,7 @@ import torch
 from neeko_app.characters.card import Character
 from neeko_app.characters.facts import FACTS_FILE, QUIZ_FILE, QuizQuestion, load_facts, load_quiz
 from neeko_app.chat.generation import DecodingSettings
+from neeko_app.evaluation import OTHER_NOTES, QUIZ_SYSTEMS
 from neeko_app.evaluation.heldout import decoding_of_reply, generated_replies
 from neeko_app.evaluation.in_role import copied_card_words, in_role
 from neeko_app.evaluation.overlap import COPY_WORDS
@@ -44,7 +45,6 @@ from neeko_app.moelora.persistence import load_block
 from neeko_app.runtime import Runtime
 
 ProgressCallback = Callable[[str, int, int], None]
-QUIZ_SYSTEMS = ("blocks", "blocks+memory", "profile-prompt")
 GREEDY = DecodingSettings(max_new_tokens=64, temperature=0.0)  # reproducible; answers come first
 
 
@@ -146,6 +146,12 @@ def character_quiz(character: Character) -> list[QuizQuestion]:
     return load_quiz(path, load_facts(character.folder / FACTS_FILE))
 
 
+def asked_notes(character: Character) -> list[tuple[QuizQuestion, str]]:
+    """Each quiz question with the note memory holds for the fact it asks about."""
+    notes = {fact.id: fact.fact for fact in load_facts(character.folder / FACTS_FILE)}
+    return [(question, notes[question.fact]) for question in character_quiz(character)]
+
+
 def replace_blocks(runtime: Runtime, directory: Path, slugs: Sequence[str]) -> None:
     """Play `slugs` with the blocks saved in `directory/<slug>/block.safetensors` (blocks
     trained earlier, to compare) instead of their current ones, in this runtime only."""
@@ -166,14 +172,14 @@ def run_quiz(runtime: Runtime, slugs: Sequence[str], systems: Sequence[str] = QU
     that use blocks get `@label`)."""
     started = time.perf_counter()
     characters = [runtime.character(slug) for slug in slugs]
-    quizzes = [(c, q) for c in characters for q in character_quiz(c)]
+    quizzes = [(c, q, note) for c in characters for q, note in asked_notes(c)]
     cast = identification_cast(runtime.characters, slugs)
     profiles = torch.stack([profile_embedding(c) for c in cast])
     report = QuizReport([c.slug for c in characters], decoding=asdict(decoding))
     for system in systems:
         replies = _replies(runtime, quizzes, system, decoding, memory, batch_size, progress)
         nearest = identify(replies, profiles)
-        scores = relevance([q.question for _, q in quizzes], replies)
+        scores = relevance([q.question for _, q, _ in quizzes], replies)
         # the card-prompted baseline has no blocks: another set of blocks does not change it
         name = f"{system}@{label}" if label and system != "profile-prompt" else system
         report.answers += [
@@ -181,19 +187,22 @@ def run_quiz(runtime: Runtime, slugs: Sequence[str], systems: Sequence[str] = QU
                        cast[k].slug if k >= 0 else None, speaks_in_first_person(reply),
                        copied_card_words(reply, c), score,
                        q.is_answered_first_by(reply))
-            for (c, q), reply, k, score in zip(quizzes, replies, nearest, scores, strict=True)]
+            for (c, q, _), reply, k, score in zip(quizzes, replies, nearest, scores,
+                                                  strict=True)]
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _replies(runtime: Runtime, quizzes: list[tuple[Character, QuizQuestion]], system: str,
-             decoding: DecodingSettings, memory: MemoryStore | None, batch_size: int,
-             progress: ProgressCallback) -> list[str]:
+def _replies(runtime: Runtime, quizzes: list[tuple[Character, QuizQuestion, str]],
+             system: str, decoding: DecodingSettings, memory: MemoryStore | None,
+             batch_size: int, progress: ProgressCallback) -> list[str]:
     """Each question answered by `system` in a fresh conversation, batched (reply k seeded
-    with seed + k when sampling, as in `eval-heldout`)."""
+    with seed + k when sampling, as in `eval-heldout`); blocks+other-notes withholds the
+    note of the fact asked about."""
     requests = [system_request(system, runtime, c, [], q.question, memory,
-                               decoding_of_reply(decoding, k))[1]
-                for k, (c, q) in enumerate(quizzes)]
+                               decoding_of_reply(decoding, k),
+                               withheld=note if system == OTHER_NOTES else "")[1]
+                for k, (c, q, note) in enumerate(quizzes)]
     return generated_replies(runtime, requests, batch_size,
                              lambda done: progress(f"quiz ({system})", done, len(requests)))[0]
 

@@ -3,6 +3,9 @@
 - `blocks`: the character's own block (or its fusion gate) with the short training header;
 - `blocks+memory`: the same, with the knowledge retrieval memory finds for the question in
   the header, as the chat app does;
+- `blocks+other-notes` (the fact quiz only): blocks+memory with the note of the fact asked
+  about withheld, the next note found in its place: what a user meets when retrieval
+  misses, the header still full of notes (`neeko quiz` knows which fact a question asks);
 - `profile-prompt`: the bare base model with the character's card written into the prompt
   (the in-context baseline);
 - `blocks+card`: the character's own block with that card in the prompt (both at once);
@@ -26,6 +29,7 @@ from neeko_app.chat.engine import ContextLimits
 from neeko_app.chat.generation import DecodingSettings
 from neeko_app.chat.prompt import Turn, character_header, render_prompt
 from neeko_app.chat.scheduler import GenerationRequest, gate_row
+from neeko_app.evaluation import OTHER_NOTES
 from neeko_app.memory import MemoryStore
 from neeko_app.memory.scratch import scratch_knowledge
 from neeko_app.moelora import Gate
@@ -45,16 +49,23 @@ def profile_prompt_header(character: Character) -> str:
     return "\n".join(parts)
 
 
+NOTE_SYSTEMS = ("blocks+memory", OTHER_NOTES)  # the systems that read memory
+
+
 def system_context(system: str, character: Character, question: str,
-                   memory: MemoryStore | None) -> RetrievedContext:
+                   memory: MemoryStore | None, withheld: str = "") -> RetrievedContext:
     """What memory gives `system` for `question`: the knowledge the chat app retrieves for
-    blocks+memory, nothing for the others."""
-    if system != "blocks+memory":
+    blocks+memory (for blocks+other-notes, without the note `withheld`), nothing for the
+    others."""
+    if system not in NOTE_SYSTEMS:
         return RetrievedContext()
     if memory is None:
-        raise ValueError("the blocks+memory system needs a memory store")
-    found = character_knowledge(memory, character.slug, question, ContextLimits.knowledge_k)
-    return RetrievedContext(tuple(found))
+        raise ValueError(f"the {system} system needs a memory store")
+    if system == OTHER_NOTES and not withheld:
+        raise ValueError(f"the {system} system needs the note to withhold")
+    k = ContextLimits.knowledge_k
+    found = character_knowledge(memory, character.slug, question, k + bool(withheld))
+    return RetrievedContext(tuple([chunk for chunk in found if chunk.text != withheld][:k]))
 
 
 def system_header(system: str, character: Character, question: str,
@@ -101,10 +112,12 @@ def fusion_without_own_block(runtime: Runtime, character: Character, temperature
 
 def system_request(system: str, runtime: Runtime, character: Character,
                    history: Sequence[Turn], question: str, memory: MemoryStore | None,
-                   decoding: DecodingSettings) -> tuple[str, GenerationRequest]:
-    """`system`'s header for `question` after `history`, and the request that answers it."""
+                   decoding: DecodingSettings, withheld: str = ""
+                   ) -> tuple[str, GenerationRequest]:
+    """`system`'s header for `question` after `history`, and the request that answers it
+    (`withheld`: the note blocks+other-notes leaves out)."""
     tokenizer = runtime.base.tokenizer
-    context = system_context(system, character, question, memory)
+    context = system_context(system, character, question, memory, withheld)
     header = _header(system, character, context)
     turns = [*history, Turn("user", question)]
 
@@ -120,9 +133,10 @@ def system_request(system: str, runtime: Runtime, character: Character,
 @contextmanager
 def evaluation_memory(systems: Sequence[str], characters: Iterable[Character]
                       ) -> Iterator[MemoryStore | None]:
-    """For blocks+memory, a scratch store holding the characters' knowledge (the user's own
-    memory and Chroma server stay untouched), dropped afterwards; None for the other systems."""
-    if "blocks+memory" not in systems:
+    """For the systems that read memory, a scratch store holding the characters' knowledge
+    (the user's own memory and Chroma server stay untouched), dropped afterwards; None
+    for the others."""
+    if not set(systems) & set(NOTE_SYSTEMS):
         yield None
         return
     with scratch_knowledge(characters) as memory:
