@@ -191,6 +191,9 @@ def test_other_notes_withholds_the_asked_facts_note_and_keeps_the_others(quiz_se
     with scratch_knowledge([miller]) as memory:
         found = system_context("blocks+memory", miller, question.question, memory)
         others = system_context(OTHER_NOTES, miller, question.question, memory, withheld=note)
+        # only blocks+other-notes withholds: the app's system reads every note it finds
+        assert system_context("blocks+memory", miller, question.question, memory,
+                              withheld=note) == found
         with pytest.raises(ValueError, match="note to withhold"):
             system_context(OTHER_NOTES, miller, question.question, memory)
     assert note in [chunk.text for chunk in found.knowledge]

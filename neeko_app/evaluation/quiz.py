@@ -28,7 +28,7 @@ import torch
 from neeko_app.characters.card import Character
 from neeko_app.characters.facts import FACTS_FILE, QUIZ_FILE, QuizQuestion, load_facts, load_quiz
 from neeko_app.chat.generation import DecodingSettings
-from neeko_app.evaluation import OTHER_NOTES, QUIZ_SYSTEMS
+from neeko_app.evaluation import QUIZ_SYSTEMS
 from neeko_app.evaluation.heldout import decoding_of_reply, generated_replies
 from neeko_app.evaluation.in_role import copied_card_words, in_role
 from neeko_app.evaluation.overlap import COPY_WORDS
@@ -140,16 +140,18 @@ def _cell(value: float | None) -> str:
 
 def character_quiz(character: Character) -> list[QuizQuestion]:
     """The character's quiz, checked against its fact sheet; ValueError if it has none."""
-    path = character.folder / QUIZ_FILE if character.folder else None
-    if path is None or not path.is_file():
-        raise ValueError(f"{character.slug} has no {QUIZ_FILE}")
-    return load_quiz(path, load_facts(character.folder / FACTS_FILE))
+    return [question for question, _ in asked_notes(character)]
 
 
 def asked_notes(character: Character) -> list[tuple[QuizQuestion, str]]:
-    """Each quiz question with the note memory holds for the fact it asks about."""
-    notes = {fact.id: fact.fact for fact in load_facts(character.folder / FACTS_FILE)}
-    return [(question, notes[question.fact]) for question in character_quiz(character)]
+    """Each question of the character's quiz, checked against its fact sheet, with the note
+    memory holds for the fact it asks about; ValueError if it has no quiz."""
+    path = character.folder / QUIZ_FILE if character.folder else None
+    if path is None or not path.is_file():
+        raise ValueError(f"{character.slug} has no {QUIZ_FILE}")
+    facts = load_facts(character.folder / FACTS_FILE)
+    notes = {fact.id: fact.fact for fact in facts}
+    return [(question, notes[question.fact]) for question in load_quiz(path, facts)]
 
 
 def replace_blocks(runtime: Runtime, directory: Path, slugs: Sequence[str]) -> None:
@@ -200,8 +202,7 @@ def _replies(runtime: Runtime, quizzes: list[tuple[Character, QuizQuestion, str]
     with seed + k when sampling, as in `eval-heldout`); blocks+other-notes withholds the
     note of the fact asked about."""
     requests = [system_request(system, runtime, c, [], q.question, memory,
-                               decoding_of_reply(decoding, k),
-                               withheld=note if system == OTHER_NOTES else "")[1]
+                               decoding_of_reply(decoding, k), withheld=note)[1]
                 for k, (c, q, note) in enumerate(quizzes)]
     return generated_replies(runtime, requests, batch_size,
                              lambda done: progress(f"quiz ({system})", done, len(requests)))[0]

@@ -55,16 +55,18 @@ NOTE_SYSTEMS = ("blocks+memory", OTHER_NOTES)  # the systems that read memory
 def system_context(system: str, character: Character, question: str,
                    memory: MemoryStore | None, withheld: str = "") -> RetrievedContext:
     """What memory gives `system` for `question`: the knowledge the chat app retrieves for
-    blocks+memory (for blocks+other-notes, without the note `withheld`), nothing for the
-    others."""
+    blocks+memory, the same without the note `withheld` for blocks+other-notes (the other
+    systems ignore `withheld`), nothing for the others."""
     if system not in NOTE_SYSTEMS:
         return RetrievedContext()
     if memory is None:
         raise ValueError(f"the {system} system needs a memory store")
-    if system == OTHER_NOTES and not withheld:
-        raise ValueError(f"the {system} system needs the note to withhold")
     k = ContextLimits.knowledge_k
-    found = character_knowledge(memory, character.slug, question, k + bool(withheld))
+    if system != OTHER_NOTES:
+        return RetrievedContext(tuple(character_knowledge(memory, character.slug, question, k)))
+    if not withheld:
+        raise ValueError(f"the {system} system needs the note to withhold")
+    found = character_knowledge(memory, character.slug, question, k + 1)
     return RetrievedContext(tuple([chunk for chunk in found if chunk.text != withheld][:k]))
 
 
@@ -115,7 +117,7 @@ def system_request(system: str, runtime: Runtime, character: Character,
                    decoding: DecodingSettings, withheld: str = ""
                    ) -> tuple[str, GenerationRequest]:
     """`system`'s header for `question` after `history`, and the request that answers it
-    (`withheld`: the note blocks+other-notes leaves out)."""
+    (`withheld`: the asked fact's note, which blocks+other-notes leaves out)."""
     tokenizer = runtime.base.tokenizer
     context = system_context(system, character, question, memory, withheld)
     header = _header(system, character, context)
