@@ -10,9 +10,9 @@ the notes the chat app's memory retrieves for its question (as the shipped block
 trained), from the first epoch on; the other half, and the recall exchanges, are as in the
 drill. Same phases (4 epochs at 2e-3, 2 at 5e-4, batch 4, bf16 autocast), starting from the
 character's block in the characters folder. Each phase checkpoints under the cache, so the
-same command resumes. After each phase: the greedy one-sentence quiz, blocks alone, blocks
-+ memory (the app's decoding) and blocks + other notes. The characters folder is not
-changed; the drilled block goes to --block-out.
+same command resumes; the checkpoints go once the block is written. After each phase: the
+greedy one-sentence quiz, blocks alone, blocks + memory (the app's decoding) and blocks +
+other notes. The characters folder is not changed; the drilled block goes to --block-out.
 """
 
 from __future__ import annotations
@@ -37,7 +37,13 @@ from neeko_app.training.knowledge_data import (
     plain_examples,
     recall_examples,
 )
-from neeko_app.training.trainer import DrillConfig, Progress, run_fingerprint, run_training
+from neeko_app.training.trainer import (
+    DrillConfig,
+    Progress,
+    discard_checkpoint,
+    run_fingerprint,
+    run_training,
+)
 
 SYSTEMS = ["blocks", "blocks+memory", OTHER_NOTES]
 
@@ -67,7 +73,8 @@ def main() -> None:
                 + plain_examples(character, conversations[1::2], tokenizer, max_tokens)
                 + recall_examples(character, tokenizer, max_tokens))
     digest = hashlib.sha256(character.block_path.read_bytes()).hexdigest()[:16]
-    folder = settings.cache_dir / "checkpoints" / "notes-drill" / f"{character.slug}-{digest}"
+    checkpoints = settings.cache_dir / "checkpoints" / "notes-drill" / f"{character.slug}-{digest}"
+    folder = checkpoints
     result = {"character": character.slug, "examples": len(examples),
               "noted": len(conversations[::2]), "phases": {}}
     for phase, config in phases.items():
@@ -87,6 +94,7 @@ def main() -> None:
         atomic_write_json(args.out, result)
     args.block_out.parent.mkdir(parents=True, exist_ok=True)
     save_block(runtime.model, character.slug, args.block_out, runtime.base.model_id)
+    discard_checkpoint(checkpoints)
 
 
 if __name__ == "__main__":
